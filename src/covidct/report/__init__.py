@@ -1,0 +1,1 @@
+"""Output: the only place covidct writes files (NIfTI masks, reports, figures)."""
