@@ -1,0 +1,104 @@
+"""The command line: output, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from covidct.cli import main
+
+
+def test_info_json_on_a_phantom_series(phantom_series, small_phantom, capsys):
+    assert main(["info", str(phantom_series), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["shape_zyx"] == list(small_phantom.volume.shape)
+    assert info["n_slices"] == small_phantom.volume.shape[0]
+    assert info["spacing_mm_zyx"] == pytest.approx(list(small_phantom.volume.spacing_mm))
+    assert info["hu_min"] == float(small_phantom.volume.array.min())
+    assert info["is_hu"] is True and info["modality"] == "CT" and info["patient_id"] == "PHANTOM"
+    assert info["z_first_mm"] < info["z_last_mm"]
+    for key in ("study_uid", "series_uid", "hu_max"):
+        assert info[key]
+
+
+def test_info_table(phantom_series, capsys):
+    assert main(["info", str(phantom_series)]) == 0
+    out = capsys.readouterr().out
+    assert "shape_zyx" in out and "spacing_mm_zyx" in out
+
+
+def test_user_error_is_one_line_exit_2(tmp_path, capsys):
+    assert main(["info", str(tmp_path / "missing")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("covidct: error: ") and "missing" in lines[0]
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    from covidct.errors import InputError
+
+    with pytest.raises(InputError):
+        main(["--debug", "info", str(tmp_path / "missing")])
+
+
+def test_phantom_command_writes_and_refuses_to_overwrite(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["phantom", "-o", str(out), "--slices", "12", "--size", "48"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["ct.nii.gz", "dicom", "infection.nii.gz", "lungs.nii.gz"]
+    assert len(list((out / "dicom").iterdir())) == 12
+    before = sorted(p.name for p in out.rglob("*"))
+    assert main(["phantom", "-o", str(out), "--slices", "5", "--size", "48"]) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert sorted(p.name for p in out.rglob("*")) == before
+    assert main(["phantom", "-o", str(out), "--slices", "5", "--size", "48", "--force"]) == 0
+    assert len(list((out / "dicom").iterdir())) == 5
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary folder left behind"
+
+
+DONE_WHEN_ERRORS = [
+    "missing/path",
+    "dicom/empty",
+    "dicom/not_dicom",
+    "dicom/truncated/CT_small_truncated.dcm",
+    "dicom/scout",
+    "dicom/screenshot",
+    "dicom/not_ct",
+]
+
+
+@pytest.mark.parametrize("relative", DONE_WHEN_ERRORS)
+def test_console_script_rejects_bad_input_in_one_line(shared_data, relative):
+    result = subprocess.run(
+        [sys.executable, "-m", "covidct.cli", "info", str(shared_data / relative)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("covidct: error: "), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_console_script_rejects_unreadable_nifti(tmp_path):
+    bad = tmp_path / "scan.nii.gz"
+    bad.write_bytes(b"\x1f\x8b garbage")
+    result = subprocess.run(
+        [sys.executable, "-m", "covidct.cli", "info", str(bad)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_done_when_p001_geometry(shared_data):
+    result = subprocess.run(
+        [sys.executable, "-m", "covidct.cli", "info", str(shared_data / "covid_ct_md/COVID/P001"), "--json"],
+        capture_output=True, text=True, timeout=120, check=True,
+    )
+    info = json.loads(result.stdout)
+    assert info["shape_zyx"] == [148, 512, 512]
+    assert info["spacing_mm_zyx"][0] == pytest.approx(2.0)
+    assert info["hu_min"] == pytest.approx(-1024, abs=5)
+    assert info["z_first_mm"] < info["z_last_mm"]
