@@ -1,0 +1,1 @@
+"""Training and evaluation, one module per model. Never imported by inference."""

@@ -1,0 +1,61 @@
+"""Readers for the shared training data (../shared/data); each returns arrays, never files."""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from covidct.errors import InputError
+
+
+def default_data_dir() -> Path:
+    """``$COVIDCT_DATA``, else ``../shared/data`` beside the current directory's project."""
+    env = os.environ.get("COVIDCT_DATA")
+    if env:
+        return Path(env)
+    return Path.cwd().parent / "shared" / "data"
+
+
+@dataclass(frozen=True, eq=False)
+class SliceCase:
+    """The 2-D slices of one case with their masks, anterior at the top."""
+
+    case_id: str
+    source: str
+    split: str
+    images: np.ndarray  # (n, y, x) uint8
+    lungs: np.ndarray  # (n, y, x) uint8 0/1
+    infection: np.ndarray  # (n, y, x) uint8 0/1
+
+
+def load_zenodo20(data_dir: str | os.PathLike[str], splits: tuple[str, ...] = ("train", "val")) -> list[SliceCase]:
+    """Read zenodo20_slices cases of the given splits (cases.csv), flipping radiopaedia cases
+    top-to-bottom so that every image has anterior at the top like covidct's volumes.
+    """
+    root = Path(data_dir) / "zenodo20_slices"
+    table = root / "cases.csv"
+    if not table.is_file():
+        raise InputError(f"{root}: cases.csv not found; is the shared data at {data_dir}?")
+    cases = []
+    with open(table, newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["split"] in splits]
+    for row in rows:
+        folder = root / row["case_id"]
+        stems = sorted(p.name[: -len("_img.png")] for p in folder.glob("*_img.png"))
+        read = lambda kind: np.stack([np.asarray(Image.open(folder / f"{s}_{kind}.png")) for s in stems])  # noqa: E731
+        images, lungs, infection = read("img"), read("lung"), read("inf")
+        if row["anterior_at_top"] == "False":
+            images, lungs, infection = images[:, ::-1], lungs[:, ::-1], infection[:, ::-1]
+        cases.append(
+            SliceCase(
+                case_id=row["case_id"], source=row["source"], split=row["split"],
+                images=np.ascontiguousarray(images), lungs=np.ascontiguousarray(lungs),
+                infection=np.ascontiguousarray(infection),
+            )
+        )
+    return cases
