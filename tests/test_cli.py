@@ -102,3 +102,38 @@ def test_done_when_p001_geometry(shared_data):
     assert info["spacing_mm_zyx"][0] == pytest.approx(2.0)
     assert info["hu_min"] == pytest.approx(-1024, abs=5)
     assert info["z_first_mm"] < info["z_last_mm"]
+
+
+def test_segment_writes_mask_in_input_geometry_and_overlays(phantom_series, small_phantom, tmp_path, capsys):
+    import nibabel as nib
+    import numpy as np
+
+    out = tmp_path / "lungs.nii.gz"
+    assert main(["segment", str(phantom_series), "-o", str(out), "--overlays", str(tmp_path / "ov"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["lung_volume_ml"]["total"] > 0 and result["model"]["name"] == "lungs"
+    assert len(result["overlays"]) >= 3 and all(p.endswith(".png") for p in result["overlays"])
+    mask = nib.load(out)
+    assert mask.shape == small_phantom.volume.shape[::-1]  # NIfTI (x, y, z)
+    assert set(np.unique(np.asarray(mask.dataobj))) == {0, 1, 2}
+
+
+def test_segment_refuses_a_non_nifti_output(phantom_series, tmp_path, capsys):
+    assert main(["segment", str(phantom_series), "-o", str(tmp_path / "lungs.png")]) == 2
+    assert "NIfTI" in capsys.readouterr().err
+    assert not (tmp_path / "lungs.png").exists()
+
+
+def test_segment_refuses_damaged_weights(phantom_series, tmp_path, capsys):
+    import shutil
+
+    from covidct.models.weights import SHIPPED
+
+    for suffix in (".json", ".safetensors"):
+        shutil.copy(SHIPPED / f"lungs{suffix}", tmp_path / f"w{suffix}")
+    card = json.loads((tmp_path / "w.json").read_text())
+    card["weights_file"] = "w.safetensors"
+    card["sha256"] = "0" * 64
+    (tmp_path / "w.json").write_text(json.dumps(card))
+    assert main(["segment", str(phantom_series), "-o", str(tmp_path / "m.nii.gz"), "--weights", str(tmp_path / "w.json")]) == 2
+    assert "sha256" in capsys.readouterr().err and not (tmp_path / "m.nii.gz").exists()

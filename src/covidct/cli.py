@@ -96,6 +96,94 @@ def cmd_phantom(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_segment(args: argparse.Namespace) -> int:
+    from covidct import lungs
+    from covidct.report import figures
+    from covidct.report.nifti import write_nifti
+
+    out = Path(args.output)
+    if not out.name.endswith((".nii", ".nii.gz")):
+        raise InputError(f"{out}: the lung mask is written as NIfTI; give a .nii or .nii.gz path.")
+    volume = covidct.load(args.path, on_gap="resample" if args.resample_gaps else "reject")
+    model = _load_model(lungs.load_lung_model, args.weights)
+    masks = lungs.segment_lungs(volume, model)
+    write_nifti(masks.labels, volume.geometry, out)
+    overlays = []
+    if args.overlays:
+        for k in figures.overlay_slices(masks.lung_slices):
+            png = figures.lung_overlay(volume.array[k], masks.labels[k], volume.is_hu)
+            overlays.append(str(figures.save_png(png, Path(args.overlays) / f"lungs_slice{k:04d}.png")))
+    result = {
+        "input": volume.meta.source_path,
+        "mask": str(out),
+        "lung_volume_ml": {k: round(v, 1) for k, v in masks.volume_ml.items()},
+        "lung_slices": int(len(masks.lung_slices)),
+        "n_slices": volume.shape[0],
+        "model": masks.model,
+        "overlays": overlays,
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        v = result["lung_volume_ml"]
+        print(f"lungs: right {v['right']:.0f} mL, left {v['left']:.0f} mL, total {v['total']:.0f} mL "
+              f"on {result['lung_slices']} of {result['n_slices']} slices -> {out}")
+        for path in overlays:
+            print(f"overlay: {path}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from covidct.train import lungs as train_lungs
+    from covidct.train.data import default_data_dir
+
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    card = train_lungs.train(
+        data_dir=args.data or default_data_dir(),
+        out_stem=args.out,
+        architecture=args.arch,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        encoder_weights=args.encoder_weights,
+        max_minutes=args.max_minutes,
+        bf16=not args.no_bf16,
+    )
+    print(json.dumps({"weights": f"{args.out}.safetensors", "card": f"{args.out}.json",
+                      "epochs": card["training"]["epochs"], "train_seconds": card["training"]["train_seconds"],
+                      "metrics": card["metrics"]}))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from covidct import lungs
+    from covidct.train import lungs as train_lungs
+    from covidct.train.data import default_data_dir, load_zenodo20
+
+    model = _load_model(lungs.load_lung_model, args.weights)
+    cases = load_zenodo20(args.data or default_data_dir(), (args.split,))
+    metrics = train_lungs.evaluate(model.model, cases)
+    metrics.update(model=model.name, sha256=model.sha256, split=args.split, data="zenodo20_slices")
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        for case, d in metrics["dice_per_case"].items():
+            print(f"{case:<28} dice {d:.4f}")
+        print(f"{'mean over ' + str(metrics['n_cases']) + ' cases':<28} dice {metrics['dice_mean']:.4f}")
+    return 0
+
+
+def _load_model(loader: Any, weights: str | None) -> Any:
+    """Load weights through ``loader``, turning a missing or damaged file into an InputError."""
+    try:
+        return loader(weights) if weights else loader()
+    except (FileNotFoundError, ValueError) as exc:
+        raise InputError(f"cannot load model weights: {exc}") from exc
+
+
 def _refuse_non_empty(out: Path, force: bool) -> None:
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a folder; choose another output path.")
@@ -140,6 +228,44 @@ def build_parser() -> argparse.ArgumentParser:
     ph.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     ph.add_argument("--force", action="store_true", help="replace a non-empty output folder")
     ph.set_defaults(func=cmd_phantom)
+
+    seg = sub.add_parser(
+        "segment",
+        help="segment the right and left lung; write the mask as NIfTI",
+        description="Segment the lungs (1 right, 2 left) and write the mask in the input's geometry.",
+    )
+    seg.add_argument("path", help="DICOM folder or file, .nii/.nii.gz, or a PNG/JPEG/TIFF slice")
+    seg.add_argument("-o", "--output", required=True, help="output mask, .nii or .nii.gz")
+    seg.add_argument("--overlays", metavar="DIR", help="also write PNG overlays of five lung slices here")
+    seg.add_argument("--weights", help="model card (.json) to use instead of the shipped lung model")
+    seg.add_argument("--json", action="store_true", help="print one JSON object")
+    seg.add_argument("--resample-gaps", action="store_true", help="as for info")
+    seg.set_defaults(func=cmd_segment)
+
+    train = sub.add_parser("train", help="train a model on ../shared/data", description="Train a model.")
+    train_sub = train.add_subparsers(dest="model", required=True, metavar="MODEL")
+    tl = train_sub.add_parser("lungs", help="the lung U-Net on zenodo20_slices (train split)")
+    tl.add_argument("--data", help="shared data folder (default $COVIDCT_DATA or ../shared/data)")
+    tl.add_argument("--out", default="lungs", help="output stem: writes STEM.safetensors and STEM.json (default ./lungs)")
+    tl.add_argument("--arch", choices=["UNet", "VGG16UNet"], default="UNet", help="network (default UNet, compact)")
+    tl.add_argument("--epochs", type=_positive_int, default=100)
+    tl.add_argument("--batch-size", type=_positive_int, default=16)
+    tl.add_argument("--lr", type=_positive_float, default=3e-3)
+    tl.add_argument("--seed", type=int, default=0)
+    tl.add_argument("--encoder-weights", metavar="PATH", help="torchvision VGG16 weights for --arch VGG16UNet")
+    tl.add_argument("--max-minutes", type=_positive_float, help="stop after this much training time")
+    tl.add_argument("--no-bf16", action="store_true", help="train in float32 (slower on CPUs with AMX/BF16)")
+    tl.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's choice)")
+    tl.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("evaluate", help="evaluate a model on a held-out split", description="Evaluate a model.")
+    ev_sub = ev.add_subparsers(dest="model", required=True, metavar="MODEL")
+    el = ev_sub.add_parser("lungs", help="lung Dice per case on zenodo20_slices")
+    el.add_argument("--data", help="shared data folder (default $COVIDCT_DATA or ../shared/data)")
+    el.add_argument("--weights", help="model card (.json); default the shipped lung model")
+    el.add_argument("--split", default="val", help="cases.csv split to evaluate (default val)")
+    el.add_argument("--json", action="store_true", help="print one JSON object")
+    el.set_defaults(func=cmd_evaluate)
     return parser
 
 

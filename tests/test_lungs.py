@@ -1,0 +1,110 @@
+"""Lung segmentation: exact post-processing on the phantom, the shipped model on real data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from covidct import lungs
+from covidct.io import load
+from covidct.train.metrics import dice
+
+
+def test_clean_lungs_labels_right_and_left_in_patient_coordinates(small_phantom):
+    labels = lungs.clean_lungs(small_phantom.lungs > 0, small_phantom.volume.spacing_mm)
+    np.testing.assert_array_equal(labels, small_phantom.lungs)
+
+
+def test_clean_lungs_drops_specks_and_fills_holes(small_phantom):
+    mask = small_phantom.lungs > 0
+    noisy = mask.copy()
+    noisy[0:2, 0:3, 0:3] = True  # a speck outside the body
+    k = mask.shape[0] // 2
+    ys, xs = np.argwhere(small_phantom.lungs[k] == 1).mean(0).round().astype(int)
+    noisy[k, ys - 1 : ys + 2, xs - 1 : xs + 2] = False  # a hole inside the right lung
+    np.testing.assert_array_equal(lungs.clean_lungs(noisy, small_phantom.volume.spacing_mm), small_phantom.lungs)
+
+
+def test_touching_lungs_are_split_into_right_and_left(small_phantom):
+    truth = small_phantom.lungs
+    merged = truth > 0
+    k = truth.shape[0] // 2
+    rows = np.flatnonzero(merged[k].any(1))
+    bridge_row = rows[len(rows) // 2]
+    cols = np.flatnonzero(merged[k, bridge_row])
+    merged[k - 2 : k + 3, bridge_row - 1 : bridge_row + 2, cols.min() : cols.max() + 1] = True
+    assert ndi.label(merged)[1] == 1
+    labels = lungs.clean_lungs(merged, small_phantom.volume.spacing_mm)
+    assert dice(labels == 1, truth == 1) > 0.97 and dice(labels == 2, truth == 2) > 0.97
+
+
+def test_lungs_outside_the_body_and_large_enclosed_holes_are_dropped(small_phantom):
+    ph = small_phantom
+    body = lungs.body_mask(ph.volume.array)
+    assert body[ph.lungs > 0].all() and not body[:, 0, 0].any()
+    junk = ph.lungs > 0
+    junk[:, -4:, 10:50] = True  # "lung" in the air below the patient, larger than a lung
+    labels = lungs.clean_lungs(junk, ph.volume.spacing_mm, body)
+    np.testing.assert_array_equal(labels, ph.lungs)
+    # A hole larger than 10 cm² (an organ cut across) stays open; a vessel-sized one is filled.
+    ring = np.zeros((1, 64, 64), bool)
+    ring[0, 8:56, 8:56] = True
+    ring[0, 20:44, 20:44] = False  # 24 x 24 px = 576 mm² at 1.3 mm -> filled if small enough
+    assert lungs.fill_small_holes(ring, max_area_px=1000)[0, 30, 30]
+    assert not lungs.fill_small_holes(ring, max_area_px=500)[0, 30, 30]
+
+
+def test_aerated_lung_the_model_mostly_covers_is_added_but_not_the_trachea(small_phantom):
+    ph = small_phantom
+    hu = ph.volume.array
+    body = lungs.body_mask(hu)
+    k = ph.volume.shape[0] - 3  # a slice with both lungs and the trachea
+    assert (hu[k][ph.lungs[k] == 0] < -900).any()
+    partial = ph.lungs > 0
+    partial[:, :, : hu.shape[2] // 4] = False  # the model missed the lateral part of the right lung
+    added = lungs.add_aerated_lung(partial, hu, body)
+    lung_air = (ph.lungs > 0) & (hu < lungs.AERATED_HU)
+    assert added[lung_air].mean() > 0.99
+    trachea = (ph.lungs == 0) & (hu < -900) & body
+    assert trachea[k].any() and not added[trachea].any()
+
+
+def test_volumes_count_voxels_times_spacing():
+    labels = np.zeros((2, 4, 4), np.uint8)
+    labels[0, :2] = 1
+    labels[1] = 2
+    v = lungs.lung_volumes_ml(labels, (2.0, 0.5, 0.5))
+    assert v == pytest.approx({"right": 8 * 0.5 / 1000, "left": 16 * 0.5 / 1000, "total": 24 * 0.5 / 1000})
+
+
+def test_model_input_maps_hu_and_8bit_into_one_domain(small_phantom):
+    hu = lungs.model_input(small_phantom.volume.array[10:12], is_hu=True)
+    u8 = lungs.model_input(np.random.default_rng(0).integers(0, 256, (3, 100, 140)), is_hu=False)
+    assert hu.shape == (2, 1, 256, 256) and u8.shape == (3, 1, 256, 256)
+    for x in (hu, u8):
+        assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
+
+
+def test_shipped_model_segments_the_phantom(small_phantom):
+    result = lungs.segment_lungs(small_phantom.volume)
+    truth = small_phantom.lungs
+    assert dice(result.labels == 1, truth == 1) > 0.9
+    assert dice(result.labels == 2, truth == 2) > 0.9
+    expected = lungs.lung_volumes_ml(truth, small_phantom.volume.spacing_mm)["total"]
+    assert result.volume_ml["total"] == pytest.approx(expected, rel=0.1)
+    assert result.model["name"] == "lungs" and len(result.model["sha256"]) == 64
+
+
+@pytest.mark.parametrize("study", ["COVID/P001", "CAP/cap001", "Normal/normal001"])
+def test_shipped_model_on_real_hu_studies(shared_data, study):
+    volume = load(shared_data / "covid_ct_md" / study)
+    result = lungs.segment_lungs(volume)
+    v = result.volume_ml
+    assert 2500 < v["total"] < 8000, v
+    assert 0.35 < v["right"] / v["total"] < 0.65, v  # both lungs, right usually the larger
+    assert np.median(volume.array[result.labels > 0]) < -500  # lung, not body wall
+    # The right lung lies on the image left (patient right).
+    cols_r = np.argwhere(result.labels == 1)[:, 2].mean()
+    cols_l = np.argwhere(result.labels == 2)[:, 2].mean()
+    assert cols_r < cols_l
