@@ -204,11 +204,12 @@ def make_phantom(
     affine = np.eye(4)
     affine[:3, :3] = np.array([[0, 0, sx], [0, sy, 0], [sz, 0, 0]], dtype=float)
     affine[:3, 3] = [-(nx - 1) / 2 * sx, -(ny - 1) / 2 * sy, -(nz - 1) / 2 * sz]
+    geometry = Geometry(affine=affine, source_shape=shape)
     volume = Volume(
         array=array,
         spacing_mm=(float(sz), float(sy), float(sx)),
         is_hu=True,
-        geometry=Geometry(affine=affine, source_shape=shape),
+        geometry=geometry,
         meta=VolumeMeta(
             source_path="phantom",
             source_format="phantom",
@@ -219,7 +220,7 @@ def make_phantom(
             modality="CT",
             manufacturer="covidct phantom",
             series_description="covidct synthetic chest CT",
-            slice_z_mm=tuple(float(affine[2, 3] + k * sz) for k in range(nz)),
+            slice_z_mm=geometry.slice_z_mm(shape),
         ),
     )
     return Phantom(volume=volume, lungs=lungs, infection=infection, lesions=tuple(lesions))

@@ -47,6 +47,11 @@ class Geometry:
         cols = self.affine[:3, :3]
         return cols / np.linalg.norm(cols, axis=0, keepdims=True)
 
+    def slice_z_mm(self, shape: tuple[int, ...]) -> tuple[float, ...]:
+        """LPS z (mm) of the centre of each slice of an array of this ``shape`` (z, y, x)."""
+        centre = np.array([0.0, (shape[1] - 1) / 2, (shape[2] - 1) / 2, 1.0])
+        return tuple(float((self.affine @ (centre + [k, 0, 0, 0]))[2]) for k in range(shape[0]))
+
     @property
     def tilt_deg(self) -> float:
         """Angle (degrees) between the slice normal and the stacking axis: 0 unless sheared."""

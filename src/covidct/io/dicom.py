@@ -516,8 +516,7 @@ def load_dicom(path: str | os.PathLike[str], on_gap: GapPolicy = "reject") -> Vo
     source_shape = hu.shape
     array, canon_affine, ornt = to_canonical(hu, affine)
     array = np.ascontiguousarray(array)
-    centre = np.array([0.0, (array.shape[1] - 1) / 2, (array.shape[2] - 1) / 2, 1.0])
-    z_mm = tuple(float((canon_affine @ (centre + [k, 0, 0, 0]))[2]) for k in range(array.shape[0]))
+    geometry = Geometry(affine=canon_affine, source_ornt=ornt, source_shape=source_shape)
     header = slices[0].header
     for w in warnings:
         log.warning("%s: %s", source, w)
@@ -525,7 +524,7 @@ def load_dicom(path: str | os.PathLike[str], on_gap: GapPolicy = "reject") -> Vo
         array=array,
         spacing_mm=spacing_from_affine(canon_affine),
         is_hu=is_hu,
-        geometry=Geometry(affine=canon_affine, source_ornt=ornt, source_shape=source_shape),
+        geometry=geometry,
         meta=VolumeMeta(
             source_path=str(source),
             source_format="dicom",
@@ -536,7 +535,7 @@ def load_dicom(path: str | os.PathLike[str], on_gap: GapPolicy = "reject") -> Vo
             modality=str(header.get("Modality", "")),
             manufacturer=str(header.get("Manufacturer", "")),
             series_description=str(header.get("SeriesDescription", "")),
-            slice_z_mm=z_mm,
+            slice_z_mm=geometry.slice_z_mm(array.shape),
             warnings=tuple(warnings),
         ),
     )

@@ -65,20 +65,19 @@ def load_nifti(path: str | os.PathLike[str]) -> Volume:
         warnings.append(
             f"darkest voxel is {float(canon.min()):.0f}: values do not look like Hounsfield units (air is -1000)"
         )
-    centre = np.array([0.0, (canon.shape[1] - 1) / 2, (canon.shape[2] - 1) / 2, 1.0])
-    z_mm = tuple(float((canon_affine @ (centre + [k, 0, 0, 0]))[2]) for k in range(canon.shape[0]))
+    geometry = Geometry(affine=canon_affine, source_ornt=ornt, source_shape=array.shape)
     for w in warnings:
         log.warning("%s: %s", source, w)
     return Volume(
         array=canon,
         spacing_mm=spacing_from_affine(canon_affine),
         is_hu=is_hu,
-        geometry=Geometry(affine=canon_affine, source_ornt=ornt, source_shape=array.shape),
+        geometry=geometry,
         meta=VolumeMeta(
             source_path=str(source),
             source_format="nifti",
             modality="CT" if is_hu else "",
-            slice_z_mm=z_mm,
+            slice_z_mm=geometry.slice_z_mm(canon.shape),
             warnings=tuple(warnings),
         ),
     )
