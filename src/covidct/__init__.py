@@ -5,11 +5,13 @@ Public API (more stages join as they are built)::
     import covidct
     vol = covidct.load("study/")          # DICOM folder/file, NIfTI or 2-D image -> Volume (HU)
     lung = covidct.apply_window(vol.array, "lung")
+    masks = covidct.segment_lungs(vol)     # LungMasks: labels 1 right / 2 left, volume_ml
 """
 
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from covidct.errors import InputError
 from covidct.io import load
@@ -23,10 +25,22 @@ except PackageNotFoundError:  # running from a source tree without installation
 
 DISCLAIMER = "Research software, not a medical device."
 
+#: Stages that need torch are imported on first use, so reading a CT stays fast.
+_LAZY = {"segment_lungs": "covidct.lungs", "LungMasks": "covidct.lungs"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'covidct' has no attribute {name!r}")
+
 __all__ = [
     "DISCLAIMER",
     "Geometry",
     "InputError",
+    "LungMasks",
     "Volume",
     "VolumeMeta",
     "WINDOWS",
@@ -34,6 +48,7 @@ __all__ = [
     "__version__",
     "apply_window",
     "load",
+    "segment_lungs",
     "stack_windows",
     "window",
 ]

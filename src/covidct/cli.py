@@ -253,7 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     tl.add_argument("--lr", type=_positive_float, default=3e-3)
     tl.add_argument("--seed", type=int, default=0)
     tl.add_argument("--encoder-weights", metavar="PATH", help="torchvision VGG16 weights for --arch VGG16UNet")
-    tl.add_argument("--max-minutes", type=_positive_float, help="stop after this much training time")
+    tl.add_argument("--max-minutes", type=_positive_float,
+                    help="stop after this much training time (the learning-rate schedule still spans --epochs: "
+                    "set --epochs to what fits the budget)")
     tl.add_argument("--no-bf16", action="store_true", help="train in float32 (slower on CPUs with AMX/BF16)")
     tl.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's choice)")
     tl.set_defaults(func=cmd_train)
