@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from covidct.models import weights as model_weights
 from covidct.volume import Volume
+from covidct.windowing import minmax_clahe
 
 MODEL_SIZE = 256
 HU_RANGE = (-1024.0, 1024.0)
@@ -101,20 +102,12 @@ def model_input(slices: np.ndarray, is_hu: bool) -> torch.Tensor:
     -------
     (n, 1, 256, 256) float32 tensor in [0, 1].
     """
-    from skimage.exposure import equalize_adapthist
-
     x = torch.from_numpy(np.ascontiguousarray(slices, dtype=np.float32))[:, None]
     if is_hu:
         x = x.clamp(*HU_RANGE)
     x = resize_slices(x, (MODEL_SIZE, MODEL_SIZE))
-    flat = x.flatten(1)
-    low, high = flat.min(1).values[:, None, None, None], flat.max(1).values[:, None, None, None]
-    x = (x - low) / (high - low).clamp_min(1e-6)
-    out = np.empty(x.shape, dtype=np.float32)
-    kernel = MODEL_SIZE // CLAHE_TILES
-    for i, s in enumerate(x[:, 0].numpy()):
-        out[i, 0] = equalize_adapthist(s, kernel_size=kernel, clip_limit=CLAHE_CLIP, nbins=256)
-    return torch.from_numpy(out)
+    out = minmax_clahe(x[:, 0].numpy(), tiles=CLAHE_TILES, clip_limit=CLAHE_CLIP)
+    return torch.from_numpy(out)[:, None]
 
 
 def predict_probability(

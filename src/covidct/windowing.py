@@ -89,3 +89,36 @@ def stack_windows(hu: np.ndarray, names: Sequence[str] = ("lung", "mediastinum",
     if not names:
         raise ValueError("stack_windows needs at least one window name")
     return np.stack([apply_window(hu, n) for n in names], axis=0)
+
+
+def minmax_clahe(slices: np.ndarray, tiles: int = 8, clip_limit: float = 7.0 / 256.0) -> np.ndarray:
+    """Per-slice min-max to [0, 1], then contrast-limited adaptive histogram equalization.
+
+    This is how the 8-bit training slices of zenodo20_slices were made; the lung and slice
+    models map every input (HU after clipping or windowing, or 8-bit) through it, so HU studies
+    and 8-bit images reach a model in one intensity domain.
+
+    Parameters
+    ----------
+    slices : (n, y, x) ndarray
+        Any real intensities.
+    tiles : int
+        CLAHE tiles per side (kernel size = side / tiles).
+    clip_limit : float
+        CLAHE clip limit as a fraction (7/256 is OpenCV's clipLimit 7 with 256 bins).
+
+    Returns
+    -------
+    (n, y, x) float32 in [0, 1].
+    """
+    from skimage.exposure import equalize_adapthist
+
+    x = np.asarray(slices, dtype=np.float32)
+    low = x.min(axis=(1, 2), keepdims=True)
+    high = x.max(axis=(1, 2), keepdims=True)
+    x = (x - low) / np.maximum(high - low, 1e-6)
+    out = np.empty(x.shape, dtype=np.float32)
+    for i, s in enumerate(x):
+        kernel = (max(1, s.shape[0] // tiles), max(1, s.shape[1] // tiles))
+        out[i] = equalize_adapthist(s, kernel_size=kernel, clip_limit=clip_limit, nbins=256)
+    return out
