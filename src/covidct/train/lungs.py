@@ -22,6 +22,7 @@ from tqdm import tqdm
 from covidct import lungs
 from covidct.models import UNet, VGG16UNet
 from covidct.models import weights as model_weights
+from covidct.train.augment import random_affine_grid, warp
 from covidct.train.data import SliceCase, load_zenodo20
 from covidct.train.metrics import dice
 
@@ -52,21 +53,18 @@ def augment(
     """Random rotation (±10°, p 0.8), zoom (0.85-1.15, p 0.5), horizontal flip, crop to
     ``crop``, noise inside the lungs (0.1 × N(0, 0.8), p 0.5) and gamma (0.7-1.4, p 0.5)."""
     n = x.shape[0]
-    u = lambda *shape: torch.rand(*shape, generator=gen)  # noqa: E731
-    angle = torch.where(u(n) < 0.8, (u(n) * 2 - 1) * math.radians(10), torch.zeros(n))
-    zoom = torch.where(u(n) < 0.5, 0.85 + 0.3 * u(n), torch.ones(n))
-    flip = torch.where(u(n) < 0.5, -1.0, 1.0)
-    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
-    theta = torch.stack([torch.stack([cos * flip, -sin, torch.zeros(n)], 1), torch.stack([sin * flip, cos, torch.zeros(n)], 1)], 1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    y = (F.grid_sample(y, grid, mode="bilinear", padding_mode="zeros", align_corners=False) > 0.5).float()
+    grid = random_affine_grid(x.shape, gen)
+    x = warp(x, grid)
+    y = (warp(y, grid) > 0.5).float()
     size = x.shape[-1]
     if crop < size:
         top = torch.randint(0, size - crop + 1, (n,), generator=gen)
         left = torch.randint(0, size - crop + 1, (n,), generator=gen)
         x = torch.stack([x[i, :, t : t + crop, l : l + crop] for i, (t, l) in enumerate(zip(top, left))])
         y = torch.stack([y[i, :, t : t + crop, l : l + crop] for i, (t, l) in enumerate(zip(top, left))])
+    def u(size: int) -> torch.Tensor:
+        return torch.rand(size, generator=gen)
+
     noisy = (u(n) < 0.5).float()[:, None, None, None]
     x = x + noisy * y * 0.1 * torch.randn(x.shape, generator=gen) * 0.8
     gamma = torch.where(u(n) < 0.5, 0.7 + 0.7 * u(n), torch.ones(n))[:, None, None, None]
