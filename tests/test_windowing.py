@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from covidct.windowing import WINDOWS, apply_window, stack_windows, window
+from covidct.windowing import WINDOWS, apply_window, minmax_clahe, stack_windows, window
 
 
 def test_window_maps_bounds_linearly_and_clips():
@@ -31,3 +31,15 @@ def test_bad_window_arguments_raise():
         window(np.zeros(3), level=0, width=0)
     with pytest.raises(ValueError, match="unknown window"):
         apply_window(np.zeros(3), "bone-ish")
+
+
+def test_minmax_clahe_is_invariant_to_affine_intensity_changes():
+    rng = np.random.default_rng(0)
+    slices = rng.normal(size=(2, 64, 64)).astype(np.float32)
+    out = minmax_clahe(slices)
+    assert out.shape == slices.shape and out.dtype == np.float32
+    assert 0.0 <= out.min() and out.max() <= 1.0
+    # HU and 8-bit versions of one picture reach the same domain: scale and offset cancel.
+    np.testing.assert_allclose(minmax_clahe(slices * 37.0 - 900.0), out, atol=1e-5)
+    # A constant slice does not divide by zero.
+    assert np.isfinite(minmax_clahe(np.full((1, 16, 16), 5.0))).all()
