@@ -1,14 +1,18 @@
-"""Pictures for people: slice overlays (PNG, written with Pillow)."""
+"""Pictures for people: slice overlays (PNG, written with Pillow) and plots (matplotlib)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage as ndi
 
 from covidct.windowing import apply_window
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 #: Outline colours per lung label (1 right, 2 left).
 LUNG_COLOURS = {1: (230, 60, 60), 2: (60, 120, 240)}
@@ -66,3 +70,22 @@ def save_png(rgb: np.ndarray, path: str | os.PathLike[str]) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(rgb).save(out)
     return out
+
+
+def roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str) -> Figure:
+    """ROC curves (false-positive rate, true-positive rate) by name, on one square plot.
+
+    Uses matplotlib's non-interactive Agg canvas; the caller saves the figure.
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5, 5))
+    ax = fig.add_subplot()
+    for name, (fpr, tpr) in curves.items():
+        ax.step(fpr, tpr, where="post", label=name)
+    ax.plot([0, 1], [0, 1], color="0.7", linestyle="--", linewidth=1)
+    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="1 - specificity", ylabel="sensitivity", title=title)
+    ax.set_aspect("equal")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig

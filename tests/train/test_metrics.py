@@ -1,0 +1,37 @@
+import numpy as np
+import pytest
+
+from covidct.train import metrics
+
+
+def test_auc_perfect_inverted_and_ties():
+    truth = np.array([0, 0, 1, 1], bool)
+    assert metrics.roc_auc(np.array([0.1, 0.2, 0.8, 0.9]), truth) == 1.0
+    assert metrics.roc_auc(np.array([0.9, 0.8, 0.2, 0.1]), truth) == 0.0
+    assert metrics.roc_auc(np.full(4, 0.5), truth) == 0.5
+    # One positive ranked below one negative out of 2 x 2 pairs.
+    assert metrics.roc_auc(np.array([0.1, 0.7, 0.6, 0.9]), truth) == pytest.approx(0.75)
+    assert np.isnan(metrics.roc_auc(np.array([0.1, 0.2]), np.array([1, 1], bool)))
+
+
+def test_auc_equals_area_under_roc_curve():
+    rng = np.random.default_rng(0)
+    truth = rng.random(200) < 0.4
+    scores = rng.random(200) + truth * 0.5
+    fpr, tpr, thresholds = metrics.roc_curve(scores, truth)
+    assert fpr[0] == tpr[0] == 0 and fpr[-1] == tpr[-1] == 1 and thresholds[0] == np.inf
+    area = float(np.sum(np.diff(fpr) * tpr[1:]))  # no ties in continuous scores: step integral
+    assert metrics.roc_auc(scores, truth) == pytest.approx(area)
+
+
+def test_youden_threshold_separates_separable_scores():
+    scores = np.array([0.1, 0.2, 0.3, 0.6, 0.7])
+    truth = np.array([0, 0, 0, 1, 1], bool)
+    t = metrics.youden_threshold(scores, truth)
+    assert metrics.sensitivity_specificity(scores, truth, t) == (1.0, 1.0)
+    assert 0.3 < t <= 0.6
+
+
+def test_confusion_matrix_rows_are_truth():
+    cm = metrics.confusion_matrix(np.array([0, 0, 1, 2]), np.array([0, 1, 1, 1]), 3)
+    assert cm.tolist() == [[1, 1, 0], [0, 1, 0], [0, 1, 0]]
