@@ -38,3 +38,15 @@ def test_resnet50_names_match_torchvision_and_load_a_backbone(tmp_path):
     save_file({"conv1.weight": torch.zeros(64, 3, 7, 7)}, str(tmp_path / "other.safetensors"))
     with pytest.raises(ValueError, match="not torchvision ResNet-50"):
         model.load_backbone(tmp_path / "other.safetensors")
+
+
+def test_ensemble_softmax_is_the_mean_of_its_members():
+    from covidct.models.resnet import CompactResNetEnsemble
+
+    torch.manual_seed(0)
+    model = CompactResNetEnsemble(n_members=2, widths=(8, 8, 8, 8), blocks=(1, 1, 1, 1)).eval()
+    x = torch.rand(3, 1, 64, 64)
+    with torch.no_grad():
+        expected = torch.stack([torch.softmax(m(x), 1) for m in model.members]).mean(0)
+        torch.testing.assert_close(torch.softmax(model(x), 1), expected, rtol=1e-5, atol=1e-6)
+    assert model.in_channels == 1 and len(model.members) == 2

@@ -59,3 +59,49 @@ def load_zenodo20(data_dir: str | os.PathLike[str], splits: tuple[str, ...] = ("
             )
         )
     return cases
+
+
+@dataclass(frozen=True)
+class LabelledImage:
+    """One 2-D image of ucsd_covid_ct with its official split and label."""
+
+    file: Path
+    split: str  # "train" | "val"
+    covid: bool
+    patient_id: str  # "" when the source publishes no mapping
+
+
+def load_ucsd(data_dir: str | os.PathLike[str], splits: tuple[str, ...] = ("train", "val")) -> list[LabelledImage]:
+    """The UCSD COVID-CT images of the official splits (metadata.csv; the test split is held out).
+
+    Images without a published patient id keep ``patient_id == ""``; the official split lists
+    place no patient in two splits.
+    """
+    root = Path(data_dir) / "ucsd_covid_ct"
+    table = root / "metadata.csv"
+    if not table.is_file():
+        raise InputError(f"{root}: metadata.csv not found; is the shared data at {data_dir}?")
+    with open(table, newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["split"] in splits]
+    return [
+        LabelledImage(
+            file=root / r["split"] / r["label"] / r["file"],
+            split=r["split"],
+            covid=r["label"] == "COVID",
+            patient_id=r["patient_id"],
+        )
+        for r in rows
+    ]
+
+
+#: covid_ct_md studies: (class folder, study id, class name of its infected slices).
+COVID_CT_MD_STUDIES = (("COVID", "P001", "COVID-19"), ("CAP", "cap001", "CAP"), ("Normal", "normal001", "Normal"))
+
+
+def read_slice_labels(csv_path: str | os.PathLike[str]) -> dict[float, int]:
+    """COVID-CT-MD slice labels as {slice location (mm, 0.1 mm rounded): infection 0/1}.
+
+    Rows in the file run head to feet; join by location, never by row order.
+    """
+    with open(csv_path, newline="") as fh:
+        return {round(float(r["slice_location_mm"]), 1): int(r["infection"]) for r in csv.DictReader(fh)}

@@ -1,0 +1,452 @@
+"""Train and evaluate the slice classifier (Normal / COVID-19 / CAP).
+
+Data (all from ../shared/data), split by patient / case / study, never by slice:
+
+* ucsd_covid_ct: official train split for training, official val split for validation (the
+  official lists share no patient); COVID -> "COVID-19", NonCOVID -> "Normal" (NonCOVID images
+  show no COVID-19; a few show other disease, which this label cannot say);
+* zenodo20_slices: every slice shows COVID-19 infection -> "COVID-19"; cases.csv split;
+* covid_ct_md: slices inside the lungs, labelled by the radiologists' per-slice infection
+  column: infected slices of P001 -> "COVID-19", of cap001 -> "CAP", all others "Normal".
+  With one study per class, a covid_ct_md study is either trained on or validated on
+  (``val_studies``): the shipped model trains on all three, and the estimate for unseen
+  studies of that source comes from leave-one-study-out runs (``--val-study P001`` and
+  ``--val-study cap001``). cap001 is the only CAP study there is: CAP is learnt from 30 slices
+  of one patient, and its estimate comes from a model that saw no CAP at all.
+
+Classes are weighted by inverse frequency in the loss. Augmentation follows the published
+pipeline: rotation ±10° (p 0.8), zoom (p 0.5), horizontal flip, random crop (shift).
+
+The operating threshold on p_abnormal = 1 - p(Normal) is chosen on the validation split
+(Youden's J over all its slices) and stored in the model card; AUCs do not depend on it, but
+sensitivity and specificity on the same split are optimistic for that reason.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.nn import functional as F
+from tqdm import tqdm
+
+import covidct
+from covidct import classify, lungs
+from covidct.models import ARCHITECTURES
+from covidct.models import weights as model_weights
+from covidct.train import metrics
+from covidct.train.augment import random_affine_grid, warp
+from covidct.train.data import COVID_CT_MD_STUDIES, load_ucsd, load_zenodo20, read_slice_labels
+from covidct.train.lungs import seed_everything
+
+NORMAL, COVID, CAP = range(3)
+ARCHITECTURE_ARGS: dict[str, dict[str, Any]] = {
+    "CompactResNet": {"num_classes": 3, "in_channels": 1, "widths": [24, 48, 96, 192], "blocks": [2, 2, 2, 2]},
+    "ResNet50": {"num_classes": 3, "in_channels": 3},
+}
+
+
+FIELDS = ("images", "masks", "labels", "source", "group", "split")
+
+
+@dataclass(frozen=True, eq=False)
+class SliceSet:
+    """Prepared classifier inputs with labels and provenance, one row per slice/image."""
+
+    images: np.ndarray  # (n, 224, 224) float16 in [0, 1], classify.model_input output
+    masks: np.ndarray  # (n, 224, 224) bool, classify.lung_input_mask output (all True: no lung found)
+    labels: np.ndarray  # (n,) int64 class index into classify.CLASSES
+    source: np.ndarray  # (n,) "ucsd" | "zenodo20" | "covid_ct_md"
+    group: np.ndarray  # (n,) patient / case / study id
+    split: np.ndarray  # (n,) "train" | "val"
+
+    def subset(self, keep: np.ndarray) -> SliceSet:
+        return SliceSet(*(getattr(self, f)[keep] for f in FIELDS))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def _ucsd_rows(data_dir: Path, lung_model: model_weights.LoadedModel) -> list[tuple]:
+    rows = []
+    for item in tqdm(load_ucsd(data_dir), desc="prepare ucsd", unit="image", disable=None, leave=False):
+        image = np.asarray(Image.open(item.file).convert("L"), dtype=np.float32)[None]
+        prob = lungs.predict_probability(lung_model.model, image, is_hu=False, progress=False)
+        mask = lungs.clean_lungs(prob > 0.5)
+        box = classify.lung_box(mask)
+        x = classify.model_input(image, is_hu=False, box=box)
+        m = classify.lung_input_mask(mask, box)
+        if m.mean() < classify.MIN_LUNG_FRACTION:
+            m = torch.ones_like(m)
+        group = item.patient_id or f"ucsd-unknown:{item.file.name}"
+        rows.append((x, m, COVID if item.covid else NORMAL, "ucsd", group, item.split))
+    return rows
+
+
+def _zenodo_rows(data_dir: Path) -> list[tuple]:
+    rows = []
+    for case in load_zenodo20(data_dir):
+        box = classify.lung_box(case.lungs)
+        x = classify.model_input(case.images, is_hu=False, box=box)
+        m = classify.lung_input_mask(case.lungs, box)
+        for xi, mi in zip(x, m):
+            rows.append((xi[None], mi[None], COVID, "zenodo20", case.case_id, case.split))
+    return rows
+
+
+def _covid_ct_md_rows(data_dir: Path, lung_model: model_weights.LoadedModel) -> list[tuple]:
+    rows = []
+    root = data_dir / "covid_ct_md"
+    for folder, study, infected_class in COVID_CT_MD_STUDIES:
+        volume = covidct.load(root / folder / study)
+        labels = read_slice_labels(root / folder / f"{study}_slice_labels.csv")
+        masks = lungs.segment_lungs(volume, lung_model)
+        box = classify.lung_box(masks.labels)
+        for start in range(0, volume.shape[0], 32):
+            idx = [i for i in masks.lung_slices if start <= i < start + 32]
+            if not idx:
+                continue
+            x = classify.model_input(volume.array[idx], volume.is_hu, box)
+            m = classify.lung_input_mask(masks.labels[idx], box)
+            for xi, mi, i in zip(x, m, idx):
+                infected = labels[round(volume.meta.slice_z_mm[i], 1)]
+                rows.append((xi[None], mi[None], infected_class if infected else "Normal", "covid_ct_md", study, "train"))
+    return [(x, m, classify.CLASSES.index(c), *rest) for x, m, c, *rest in rows]
+
+
+def build_slice_set(
+    data_dir: str | os.PathLike[str],
+    cache: str | os.PathLike[str] | None = None,
+    val_studies: tuple[str, ...] = (),
+) -> SliceSet:
+    """Prepare every labelled slice of the shared data through :func:`covidct.classify.model_input`.
+
+    Lung crops come from the shipped lung model (zenodo20: its own lung masks). ucsd and
+    zenodo20 keep their published splits; covid_ct_md studies named in ``val_studies`` are
+    validation, the others training. With ``cache``, the prepared arrays are read from /
+    written to that ``.npz`` file (about 130 MB).
+    """
+    data = _prepare(data_dir, cache)
+    split = data.split.copy()
+    is_md = data.source == "covid_ct_md"
+    split[is_md] = np.where(np.isin(data.group[is_md], list(val_studies)), "val", "train")
+    return SliceSet(data.images, data.masks, data.labels, data.source, data.group, split)
+
+
+def _prepare(data_dir: str | os.PathLike[str], cache: str | os.PathLike[str] | None) -> SliceSet:
+    if cache is not None and Path(cache).is_file():
+        with np.load(cache, allow_pickle=False) as z:
+            return SliceSet(*(z[f] for f in FIELDS))
+    data_dir = Path(data_dir)
+    lung_model = lungs.load_lung_model()
+    rows = _ucsd_rows(data_dir, lung_model) + _zenodo_rows(data_dir) + _covid_ct_md_rows(data_dir, lung_model)
+    out = SliceSet(
+        images=torch.cat([r[0] for r in rows])[:, 0].numpy().astype(np.float16),
+        masks=torch.cat([r[1] for r in rows])[:, 0].numpy() > 0,
+        labels=np.array([r[2] for r in rows], dtype=np.int64),
+        source=np.array([r[3] for r in rows]),
+        group=np.array([r[4] for r in rows]),
+        split=np.array([r[5] for r in rows]),
+    )
+    if cache is not None:
+        Path(cache).parent.mkdir(parents=True, exist_ok=True)
+        np.savez(cache, **{f: getattr(out, f) for f in FIELDS})
+    return out
+
+
+def describe(data: SliceSet) -> dict[str, Any]:
+    """Slice counts per split, source and class (what the model card reports)."""
+    out: dict[str, Any] = {}
+    for split in ("train", "val"):
+        for source in np.unique(data.source):
+            keep = (data.split == split) & (data.source == source)
+            if keep.any():
+                counts = np.bincount(data.labels[keep], minlength=3)
+                out.setdefault(split, {})[str(source)] = {
+                    "slices": int(keep.sum()),
+                    "groups": int(len(np.unique(data.group[keep]))),
+                    **{c: int(n) for c, n in zip(classify.CLASSES, counts)},
+                }
+    return out
+
+
+def inputs(data: SliceSet, lung_masked: bool) -> torch.Tensor:
+    """Model inputs (n, 1, 224, 224) float32 of a slice set, zero outside the lungs if asked."""
+    x = data.images.astype(np.float32)
+    if lung_masked:
+        x *= data.masks
+    return torch.from_numpy(x)[:, None]
+
+
+def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Rotation ±10° (p 0.8), zoom 0.85-1.15 (p 0.5), horizontal flip (p 0.5) and a random
+    shift of up to 8 % (the published random crop), then a random gamma 0.8-1.25 (p 0.5)."""
+    x = warp(x, random_affine_grid(x.shape, gen, max_shift=0.08))
+    n = x.shape[0]
+    gamma = torch.where(torch.rand(n, generator=gen) < 0.5, 0.8 + 0.45 * torch.rand(n, generator=gen), torch.ones(n))
+    return x.clamp(0, 1) ** gamma[:, None, None, None]
+
+
+def class_weights(labels: np.ndarray) -> torch.Tensor:
+    """Inverse-frequency class weights, normalized to mean 1 over the classes present."""
+    counts = np.bincount(labels, minlength=3).astype(np.float64)
+    w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / (counts > 0).sum(), 0.0)
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def train_network(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    gen: torch.Generator,
+    epochs: int = 30,
+    batch_size: int = 32,
+    lr: float = 2e-3,
+    bf16: bool = True,
+    max_minutes: float | None = None,
+    desc: str = "train classifier",
+) -> int:
+    """Train one network in place: AdamW (weight decay 1e-2), one-cycle learning rate,
+    class-weighted cross-entropy with label smoothing 0.05, :func:`augment` on every batch.
+
+    Parameters
+    ----------
+    model : network taking (N, model.in_channels, 224, 224)
+    x : (N, 1, 224, 224) inputs from :func:`inputs`
+    y : (N,) class indices
+    gen : augmentation and shuffling draws
+    max_minutes : stop after the epoch that passes this much time
+
+    Returns
+    -------
+    The number of epochs done.
+    """
+    channels = model.in_channels
+    loss_weights = class_weights(y.numpy())
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-2)
+    steps = epochs * math.ceil(len(x) / batch_size)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.15)
+    start, done = time.monotonic(), 0
+    bar = tqdm(range(epochs), desc=desc, unit="epoch", disable=None)
+    for _ in bar:
+        model.train()
+        order = torch.randperm(len(x), generator=gen)
+        losses = []
+        for i in range(0, len(order) - 1, batch_size):
+            idx = order[i : i + batch_size]
+            if len(idx) < 2:  # BatchNorm needs two samples
+                continue
+            xb = augment(x[idx], gen).expand(-1, channels, -1, -1)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                logits = model(xb)
+            loss = F.cross_entropy(logits.float(), y[idx], weight=loss_weights, label_smoothing=0.05)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            losses.append(loss.detach().item())
+        done += 1
+        bar.set_postfix(loss=f"{np.mean(losses):.4f}")
+        if max_minutes is not None and time.monotonic() - start > 60 * max_minutes:
+            break
+    model.eval()
+    return done
+
+
+def train(
+    data_dir: str | os.PathLike[str],
+    out_stem: str | os.PathLike[str],
+    architecture: str = "CompactResNet",
+    epochs: int = 30,
+    batch_size: int = 32,
+    lr: float = 2e-3,
+    seed: int = 0,
+    weights: str | None = None,
+    max_minutes: float | None = None,
+    bf16: bool = True,
+    cache: str | os.PathLike[str] | None = None,
+    val_studies: tuple[str, ...] = (),
+    lung_masked: bool = True,
+    members: int = 1,
+) -> dict[str, Any]:
+    """Train on the train split and save weights + model card at ``out_stem``.
+
+    The validation split is used once, after training: metrics and the operating threshold.
+
+    Parameters
+    ----------
+    data_dir : the shared data folder
+    out_stem : output path without suffix
+    architecture : "CompactResNet" or "ResNet50"
+    epochs, batch_size, lr, seed : training settings
+    weights : torchvision ResNet-50 weights for the backbone (``--arch ResNet50`` only)
+    max_minutes : stop after this much training time (the card records the epochs done)
+    bf16 : bfloat16 autocast (weights stay float32)
+    cache : optional ``.npz`` of the prepared slices (see :func:`build_slice_set`)
+    val_studies : covid_ct_md studies to validate on instead of training on
+    lung_masked : show the model only the (dilated) lungs, zero elsewhere
+    members : CompactResNet only: train this many networks, with seeds ``seed``, ``seed + 1``,
+        ..., and save their average (:class:`~covidct.models.resnet.CompactResNetEnsemble`)
+
+    Returns
+    -------
+    The model card.
+    """
+    if weights and architecture != "ResNet50":
+        raise ValueError("--weights (torchvision ImageNet weights) applies to --arch ResNet50 only")
+    if members > 1 and architecture != "CompactResNet":
+        raise ValueError("--members applies to --arch CompactResNet only")
+    data = build_slice_set(data_dir, cache, val_studies)
+    train_set, val_set = data.subset(data.split == "train"), data.subset(data.split == "val")
+    args = ARCHITECTURE_ARGS[architecture]
+    x_all = inputs(train_set, lung_masked)
+    y_all = torch.from_numpy(train_set.labels)
+    start, done, networks = time.monotonic(), 0, []
+    for k in range(members):
+        gen = seed_everything(seed + k)
+        network = ARCHITECTURES[architecture](**args)
+        if weights:
+            network.load_backbone(weights)
+        desc = f"train classifier ({architecture}" + (f" {k + 1}/{members})" if members > 1 else ")")
+        done = train_network(network, x_all, y_all, gen, epochs, batch_size, lr, bf16, max_minutes, desc)
+        networks.append(network)
+    train_s = time.monotonic() - start
+    if members > 1:
+        architecture, args = "CompactResNetEnsemble", {"n_members": members, **args}
+        model = ARCHITECTURES[architecture](**args)
+        for member, network in zip(model.members, networks):
+            member.load_state_dict(network.state_dict())
+        model.eval()
+    else:
+        model = networks[0]
+    probs = classify.predict_probabilities(model, inputs(val_set, lung_masked))
+    threshold = metrics.youden_threshold(1 - probs[:, NORMAL], val_set.labels != NORMAL)
+    card = {
+        "name": Path(out_stem).name,
+        "task": "slice classification: Normal / COVID-19 / CAP; p_abnormal = 1 - p(Normal)",
+        "classes": list(classify.CLASSES),
+        "architecture": architecture,
+        "architecture_args": args,
+        "input": {
+            "domain": classify.DOMAIN,
+            "size": classify.INPUT_SIZE,
+            "channels": args["in_channels"],
+            "lung_masked": lung_masked,
+            "description": "square lung-box crop (8% margin), HU through the lung window W1500/L-600, "
+            "resized to 224x224, per-slice min-max and CLAHE; grayscale repeated to the model's channels"
+            + ("; zero outside the lung mask (dilated 4 px)" if lung_masked else ""),
+        },
+        "threshold": round(threshold, 4),
+        "threshold_rule": "Youden's J on p_abnormal over the validation split",
+        "training": {
+            "data": "ucsd_covid_ct official train/val (Zhao et al. 2020, research use); zenodo20_slices "
+            "(Ma et al., CC BY-NC-SA 4.0) cases.csv split; covid_ct_md (Afshar et al. 2021, CC BY 4.0)",
+            "val_studies": list(val_studies),
+            "caveat": "CAP: one study (cap001, 30 infected slices) is all the CAP data there is; CAP is "
+            "not validated and the CAP probability is weakly supported",
+            "counts": describe(data),
+            "class_weights": [round(float(w), 3) for w in class_weights(train_set.labels)],
+            "members": members,
+            "seeds": list(range(seed, seed + members)),
+            "epochs": done,
+            "batch_size": batch_size,
+            "lr": lr,
+            "seed": seed,
+            "bf16_autocast": bf16,
+            "backbone_weights": os.path.basename(weights) if weights else None,
+            "train_seconds": round(train_s, 1),
+            "torch": torch.__version__,
+        },
+        "metrics": {"val": evaluate_probabilities(probs, val_set, threshold)},
+    }
+    model_weights.save(model, card, out_stem, half=True)  # float16 on disk: half the size, same AUCs (README)
+    return card
+
+
+def evaluate_probabilities(probs: np.ndarray, data: SliceSet, threshold: float) -> dict[str, Any]:
+    """Metrics per data source and pooled, for probabilities ``probs`` of the rows of ``data``.
+
+    * ucsd: AUC of p(COVID-19) for COVID vs NonCOVID (the dataset's task) and of p_abnormal;
+    * covid_ct_md: AUC of p_abnormal for slices with vs without infection (radiologist labels);
+    * zenodo20: sensitivity only (every slice is infected);
+    * sensitivity / specificity of p_abnormal >= ``threshold``; pooled 3-class confusion matrix.
+    """
+    p_abnormal = 1 - probs[:, NORMAL]
+    abnormal = data.labels != NORMAL
+    out: dict[str, Any] = {"threshold": round(threshold, 4), "sources": {}}
+    for source in np.unique(data.source):
+        keep = data.source == source
+        sens, spec = metrics.sensitivity_specificity(p_abnormal[keep], abnormal[keep], threshold)
+        row: dict[str, Any] = {
+            "slices": int(keep.sum()),
+            "groups": sorted(set(data.group[keep].tolist())) if source != "ucsd" else int(len(np.unique(data.group[keep]))),
+            "positives": int(abnormal[keep].sum()),
+            "auc_abnormal": _round(metrics.roc_auc(p_abnormal[keep], abnormal[keep])),
+            "sensitivity": _round(sens),
+            "specificity": _round(spec),
+        }
+        if source == "ucsd":
+            row["auc_covid"] = _round(metrics.roc_auc(probs[keep, COVID], data.labels[keep] == COVID))
+        out["sources"][str(source)] = row
+    sens, spec = metrics.sensitivity_specificity(p_abnormal, abnormal, threshold)
+    out["pooled"] = {
+        "slices": len(data),
+        "auc_abnormal": _round(metrics.roc_auc(p_abnormal, abnormal)),
+        "sensitivity": _round(sens),
+        "specificity": _round(spec),
+        "confusion_matrix": {
+            "rows_truth_columns_predicted": list(classify.CLASSES),
+            "counts": metrics.confusion_matrix(data.labels, probs.argmax(1), 3).tolist(),
+        },
+    }
+    return out
+
+
+def _round(value: float) -> float | None:
+    return None if value != value else round(float(value), 4)
+
+
+def evaluate(
+    model: model_weights.LoadedModel, data_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str],
+    cache: str | os.PathLike[str] | None = None,
+    val_studies: tuple[str, ...] | None = None,
+) -> dict[str, Any]:
+    """Evaluate a classifier on the validation split (covid_ct_md studies: ``val_studies``,
+    default those the model card names as not trained on); write ``classifier_metrics.json`` and
+    ``classifier_roc.png`` into ``out_dir``. Returns the metrics."""
+    import json
+
+    from covidct.report.figures import roc_figure
+
+    if val_studies is None:
+        val_studies = tuple(model.card["training"].get("val_studies", ()))
+
+    data = build_slice_set(data_dir, cache, val_studies)
+    val_set = data.subset(data.split == "val")
+    x = inputs(val_set, bool(model.card["input"].get("lung_masked", False)))
+    start = time.monotonic()
+    probs = classify.predict_probabilities(model.model, x)
+    seconds = time.monotonic() - start
+    result = evaluate_probabilities(probs, val_set, float(model.card["threshold"]))
+    result["model"] = {"name": model.name, "sha256": model.sha256}
+    result["slices_per_s_224"] = round(len(val_set) / seconds, 1)
+    curves = {}
+    for source in np.unique(val_set.source):
+        keep = val_set.source == source
+        truth = val_set.labels[keep] != NORMAL
+        if truth.all() or not truth.any():
+            continue
+        fpr, tpr, _ = metrics.roc_curve(1 - probs[keep, NORMAL], truth)
+        curves[f"{source} (AUC {result['sources'][str(source)]['auc_abnormal']:.3f})"] = (fpr, tpr)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    roc_figure(curves, "p_abnormal, validation split").savefig(out / "classifier_roc.png", dpi=120)
+    (out / "classifier_metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result

@@ -1,0 +1,61 @@
+import numpy as np
+import torch
+
+from covidct.train import classifier as tc
+from covidct.train.data import load_ucsd, read_slice_labels
+
+
+def _slice_set(labels, source, split="val"):
+    n = len(labels)
+    return tc.SliceSet(
+        images=np.full((n, 8, 8), 0.5, np.float16), masks=np.zeros((n, 8, 8), bool),
+        labels=np.array(labels), source=np.array(source), group=np.array([f"g{i}" for i in range(n)]),
+        split=np.array([split] * n),
+    )
+
+
+def test_class_weights_are_inverse_frequency_and_skip_absent_classes():
+    w = tc.class_weights(np.array([0, 0, 0, 1]))
+    assert w[2] == 0 and float(w[1] / w[0]) == 3.0
+
+
+def test_inputs_zero_outside_lungs_only_when_asked():
+    data = _slice_set([0, 1], ["ucsd", "ucsd"])
+    data.masks[:, 2:4, 2:4] = True
+    assert float(tc.inputs(data, False).min()) == 0.5
+    x = tc.inputs(data, True)
+    assert x.shape == (2, 1, 8, 8) and float(x.sum()) == 2 * 4 * 0.5
+
+
+def test_augment_keeps_shape_and_range():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(4, 1, 32, 32)
+    out = tc.augment(x, gen)
+    assert out.shape == x.shape and float(out.min()) >= 0 and float(out.max()) <= 1
+    assert not torch.equal(out, x)
+
+
+def test_evaluate_probabilities_per_source():
+    data = _slice_set([0, 0, 1, 1, 1, 0, 2], ["ucsd"] * 4 + ["zenodo20", "covid_ct_md", "covid_ct_md"])
+    probs = np.array([[0.9, 0.1, 0], [0.6, 0.4, 0], [0.3, 0.7, 0], [0.2, 0.8, 0],
+                      [0.1, 0.9, 0], [0.8, 0.1, 0.1], [0.3, 0.2, 0.5]])
+    m = tc.evaluate_probabilities(probs, data, threshold=0.5)
+    assert m["sources"]["ucsd"]["auc_abnormal"] == 1.0 and m["sources"]["ucsd"]["auc_covid"] == 1.0
+    assert m["sources"]["zenodo20"]["auc_abnormal"] is None  # one class only
+    assert m["sources"]["zenodo20"]["sensitivity"] == 1.0
+    assert m["pooled"]["confusion_matrix"]["counts"] == [[3, 0, 0], [0, 3, 0], [0, 0, 1]]
+
+
+def test_ucsd_official_splits_share_no_patient(shared_data):
+    images = load_ucsd(shared_data)
+    assert sum(i.split == "train" for i in images) == 425 and sum(i.split == "val" for i in images) == 118
+    by_split = {s: {i.patient_id for i in images if i.split == s and i.patient_id} for s in ("train", "val")}
+    assert not by_split["train"] & by_split["val"]
+    assert all(i.file.is_file() for i in images)
+
+
+def test_covid_ct_md_labels_join_by_location(shared_data):
+    labels = read_slice_labels(shared_data / "covid_ct_md" / "COVID" / "P001_slice_labels.csv")
+    assert len(labels) == 148 and sum(labels.values()) == 80
+    cap = read_slice_labels(shared_data / "covid_ct_md" / "CAP" / "cap001_slice_labels.csv")
+    assert sum(cap.values()) == 30
