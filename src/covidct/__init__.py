@@ -6,6 +6,7 @@ Public API (more stages join as they are built)::
     vol = covidct.load("study/")          # DICOM folder/file, NIfTI or 2-D image -> Volume (HU)
     lung = covidct.apply_window(vol.array, "lung")
     masks = covidct.segment_lungs(vol)     # LungMasks: labels 1 right / 2 left, volume_ml
+    probs = covidct.classify_slices(vol, masks)  # (z, 3): Normal, COVID-19, CAP
 """
 
 from __future__ import annotations
@@ -26,7 +27,12 @@ except PackageNotFoundError:  # running from a source tree without installation
 DISCLAIMER = "Research software, not a medical device."
 
 #: Stages that need torch are imported on first use, so reading a CT stays fast.
-_LAZY = {"segment_lungs": "covidct.lungs", "LungMasks": "covidct.lungs"}
+_LAZY = {
+    "segment_lungs": "covidct.lungs",
+    "LungMasks": "covidct.lungs",
+    "classify_slices": "covidct.classify",
+    "CLASSES": "covidct.classify",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -37,6 +43,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'covidct' has no attribute {name!r}")
 
 __all__ = [
+    "CLASSES",
     "DISCLAIMER",
     "Geometry",
     "InputError",
@@ -47,6 +54,7 @@ __all__ = [
     "Window",
     "__version__",
     "apply_window",
+    "classify_slices",
     "load",
     "segment_lungs",
     "stack_windows",

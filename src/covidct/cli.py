@@ -133,7 +133,43 @@ def cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def cmd_classify(args: argparse.Namespace) -> int:
+    from covidct import classify, lungs
+
+    model = _load_model(classify.load_classifier, args.weights)
+    lung_model = lungs.load_lung_model()
+    threshold = float(model.card["threshold"])
+    for path in args.paths:
+        volume = covidct.load(path, on_gap="resample" if args.resample_gaps else "reject")
+        masks = lungs.segment_lungs(volume, lung_model)
+        probs = classify.classify_slices(volume, masks, model)
+        # A 2-D picture has no position in the patient: no z.
+        known_z = volume.meta.source_format != "image" and volume.meta.slice_z_mm
+        z_mm = volume.meta.slice_z_mm if known_z else (None,) * volume.shape[0]
+        lung_slices = set(masks.lung_slices.tolist())
+        for k, (p, z) in enumerate(zip(probs, z_mm)):
+            p_abnormal = float(1.0 - p[0])
+            row = {
+                "path": volume.meta.source_path or str(path),
+                "index": k,
+                "z_mm": None if z is None else round(float(z), 2),
+                "lung": k in lung_slices,
+                "p_abnormal": round(p_abnormal, 4),
+                "abnormal": p_abnormal >= threshold,
+                "probabilities": {c: round(float(v), 4) for c, v in zip(classify.CLASSES, p)},
+            }
+            if args.json:
+                print(json.dumps(row))
+            else:
+                top = classify.CLASSES[int(np.argmax(p))]
+                flag = "abnormal" if row["abnormal"] else "normal"
+                where = "" if z is None else f" z {z:8.1f} mm"
+                print(f"{row['path']} slice {k:4d}{where}  p_abnormal {p_abnormal:.3f}  {flag:<8} {top}"
+                      + ("" if row["lung"] else "  (no lung)"))
+    return 0
+
+
+def cmd_train_lungs(args: argparse.Namespace) -> int:
     import torch
 
     from covidct.train import lungs as train_lungs
@@ -158,7 +194,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
+def cmd_evaluate_lungs(args: argparse.Namespace) -> int:
     from covidct import lungs
     from covidct.train import lungs as train_lungs
     from covidct.train.data import default_data_dir, load_zenodo20
@@ -173,6 +209,55 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         for case, d in metrics["dice_per_case"].items():
             print(f"{case:<28} dice {d:.4f}")
         print(f"{'mean over ' + str(metrics['n_cases']) + ' cases':<28} dice {metrics['dice_mean']:.4f}")
+    return 0
+
+
+def cmd_train_classifier(args: argparse.Namespace) -> int:
+    import torch
+
+    from covidct.train import classifier as train_classifier
+    from covidct.train.data import default_data_dir
+
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    card = train_classifier.train(
+        data_dir=args.data or default_data_dir(),
+        out_stem=args.out,
+        architecture=args.arch,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        weights=args.weights,
+        max_minutes=args.max_minutes,
+        bf16=not args.no_bf16,
+        cache=args.cache,
+        val_studies=tuple(args.val_study),
+        lung_masked=not args.no_lung_mask,
+        members=args.members,
+    )
+    print(json.dumps({"weights": f"{args.out}.safetensors", "card": f"{args.out}.json",
+                      "epochs": card["training"]["epochs"], "train_seconds": card["training"]["train_seconds"],
+                      "threshold": card["threshold"], "metrics": card["metrics"]}))
+    return 0
+
+
+def cmd_evaluate_classifier(args: argparse.Namespace) -> int:
+    from covidct import classify
+    from covidct.train import classifier as train_classifier
+    from covidct.train.data import default_data_dir
+
+    model = _load_model(classify.load_classifier, args.weights)
+    result = train_classifier.evaluate(model, args.data or default_data_dir(), args.out, cache=args.cache,
+                                       val_studies=tuple(args.val_study) if args.val_study else None)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for source, row in result["sources"].items():
+            auc = "n/a (one class)" if row["auc_abnormal"] is None else f"{row['auc_abnormal']:.4f}"
+            extra = f"  AUC COVID vs NonCOVID {row['auc_covid']:.4f}" if "auc_covid" in row else ""
+            print(f"{source:<12} {row['slices']:4d} slices  AUC abnormal {auc}  sensitivity {row['sensitivity']}"
+                  f"  specificity {row['specificity']}{extra}")
+        print(f"threshold {result['threshold']}; wrote {args.out}/classifier_metrics.json and classifier_roc.png")
     return 0
 
 
@@ -258,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "set --epochs to what fits the budget)")
     tl.add_argument("--no-bf16", action="store_true", help="train in float32 (slower on CPUs with AMX/BF16)")
     tl.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's choice)")
-    tl.set_defaults(func=cmd_train)
+    tl.set_defaults(func=cmd_train_lungs)
 
     ev = sub.add_parser("evaluate", help="evaluate a model on a held-out split", description="Evaluate a model.")
     ev_sub = ev.add_subparsers(dest="model", required=True, metavar="MODEL")
@@ -267,7 +352,52 @@ def build_parser() -> argparse.ArgumentParser:
     el.add_argument("--weights", help="model card (.json); default the shipped lung model")
     el.add_argument("--split", default="val", help="cases.csv split to evaluate (default val)")
     el.add_argument("--json", action="store_true", help="print one JSON object")
-    el.set_defaults(func=cmd_evaluate)
+    el.set_defaults(func=cmd_evaluate_lungs)
+
+    tc = train_sub.add_parser("classifier", help="the slice classifier (Normal / COVID-19 / CAP)")
+    tc.add_argument("--data", help="shared data folder (default $COVIDCT_DATA or ../shared/data)")
+    tc.add_argument("--out", default="classifier", help="output stem (default ./classifier)")
+    tc.add_argument("--arch", choices=["CompactResNet", "ResNet50"], default="CompactResNet",
+                    help="network (default CompactResNet)")
+    tc.add_argument("--epochs", type=_positive_int, default=30)
+    tc.add_argument("--batch-size", type=_positive_int, default=32)
+    tc.add_argument("--lr", type=_positive_float, default=2e-3)
+    tc.add_argument("--seed", type=int, default=0, help="random seed (members use seed, seed+1, ...)")
+    tc.add_argument("--members", type=_positive_int, default=1,
+                    help="CompactResNet: train this many networks from successive seeds and ship their "
+                    "average (the shipped classifier has 3)")
+    tc.add_argument("--weights", metavar="PATH", help="torchvision ResNet-50 ImageNet weights for --arch ResNet50")
+    tc.add_argument("--cache", metavar="NPZ", help="read/write the prepared slices here (saves ~5 min per run)")
+    tc.add_argument("--val-study", action="append", default=[], choices=["P001", "cap001", "normal001"],
+                    help="validate on this covid_ct_md study instead of training on it (repeatable; "
+                    "leave-one-study-out estimates)")
+    tc.add_argument("--max-minutes", type=_positive_float, help="stop after this much training time")
+    tc.add_argument("--no-bf16", action="store_true", help="train in float32")
+    tc.add_argument("--no-lung-mask", action="store_true",
+                    help="show the model the whole lung crop, not only the lungs (the comparison in the README)")
+    tc.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's choice)")
+    tc.set_defaults(func=cmd_train_classifier)
+
+    ec = ev_sub.add_parser("classifier", help="AUC, sensitivity, specificity per source; ROC PNG")
+    ec.add_argument("--data", help="shared data folder (default $COVIDCT_DATA or ../shared/data)")
+    ec.add_argument("--weights", help="model card (.json); default the shipped classifier")
+    ec.add_argument("--out", default="classifier-eval", help="folder for classifier_metrics.json and classifier_roc.png")
+    ec.add_argument("--cache", metavar="NPZ", help="prepared slices from train classifier --cache")
+    ec.add_argument("--val-study", action="append", default=[], choices=["P001", "cap001", "normal001"],
+                    help="covid_ct_md study to evaluate on (default: those the model card says it did not train on)")
+    ec.add_argument("--json", action="store_true", help="print one JSON object")
+    ec.set_defaults(func=cmd_evaluate_classifier)
+
+    cl = sub.add_parser(
+        "classify",
+        help="probability of Normal / COVID-19 / CAP for every slice",
+        description="Classify every slice of CT studies or 2-D images: one line (or JSON line) per slice.",
+    )
+    cl.add_argument("paths", nargs="+", metavar="PATH", help="DICOM folder or file, NIfTI, or PNG/JPEG/TIFF slice")
+    cl.add_argument("--weights", help="model card (.json) to use instead of the shipped classifier")
+    cl.add_argument("--json", action="store_true", help="one JSON object per slice")
+    cl.add_argument("--resample-gaps", action="store_true", help="as for info")
+    cl.set_defaults(func=cmd_classify)
     return parser
 
 
