@@ -39,3 +39,16 @@ def record(name: str, result: dict[str, Any]) -> Path:
     path.write_text(json.dumps(payload, indent=2) + "\n")
     print(json.dumps(payload, indent=2))
     return path
+
+
+def network_slices_per_s(model: torch.nn.Module, input_shape: tuple[int, int, int, int], n_batches: int = 2) -> float:
+    """Network-only throughput in slices/s on random inputs of ``input_shape`` (N, C, H, W),
+    float32, after one warm-up batch."""
+    x = torch.rand(*input_shape)
+    with torch.inference_mode():
+        model(x)
+        start = time.perf_counter()
+        for _ in range(n_batches):
+            model(x)
+    return n_batches * input_shape[0] / (time.perf_counter() - start)
+

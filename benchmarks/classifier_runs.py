@@ -11,25 +11,13 @@ Writes results/classifier_runs.json.
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import torch
-from _common import record
+from _common import network_slices_per_s, record
 
 from covidct import classify
 from covidct.models import weights as model_weights
-
-
-def slices_per_s(model: torch.nn.Module, channels: int, n: int = 64) -> float:
-    """Network-only throughput at 224x224, batches of 32, float32."""
-    x = torch.rand(32, channels, classify.INPUT_SIZE, classify.INPUT_SIZE)
-    with torch.inference_mode():
-        model(x)
-        start = time.perf_counter()
-        for _ in range(n // 32):
-            model(x)
-    return n / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -57,7 +45,9 @@ def main() -> None:
             "val_auc_abnormal": {s: v["auc_abnormal"] for s, v in val.items() if v["auc_abnormal"] is not None},
             "val_auc_covid_ucsd": val.get("ucsd", {}).get("auc_covid"),
             "threshold": card["threshold"],
-            "network_slices_per_s_224": round(slices_per_s(loaded.model, card["input"]["channels"]), 1),
+            "network_slices_per_s_224": round(
+                network_slices_per_s(loaded.model, (32, card["input"]["channels"], classify.INPUT_SIZE, classify.INPUT_SIZE)), 1
+            ),
         }
     record("classifier_runs", {"validation": "each card's own validation split (see val_studies)", "models": rows})
 

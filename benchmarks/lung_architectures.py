@@ -10,26 +10,14 @@ VGG16-U-Net's exceed the 30 MB limit). Writes results/lung_architectures.json.
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import torch
-from _common import DATA, record
+from _common import DATA, network_slices_per_s, record
 
 from covidct import lungs
 from covidct.train import lungs as train_lungs
 from covidct.train.data import load_zenodo20
-
-
-def slices_per_s(model: torch.nn.Module, n: int = 32) -> float:
-    """Network-only throughput on 256x256 model inputs, batches of 16, float32."""
-    x = torch.rand(16, 1, lungs.MODEL_SIZE, lungs.MODEL_SIZE)
-    with torch.inference_mode():
-        model(x)
-        start = time.perf_counter()
-        for _ in range(n // 16):
-            model(x)
-    return n / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -45,7 +33,7 @@ def main() -> None:
         card_path = lungs.model_weights.SHIPPED / "lungs.json" if ref == "lungs" else Path(ref)
         weights_mb = (card_path.parent / card["weights_file"]).stat().st_size / 1e6
         metrics = train_lungs.evaluate(model.model, val)
-        speed = slices_per_s(model.model)
+        speed = network_slices_per_s(model.model, (16, 1, lungs.MODEL_SIZE, lungs.MODEL_SIZE))
         rows[card["architecture"] + ("" if ref == "lungs" else f" ({Path(ref).stem})")] = {
             "card": str(card_path),
             "n_parameters": card["n_parameters"],
