@@ -345,6 +345,7 @@ def train(
         },
         "threshold": round(threshold, 4),
         "threshold_rule": "Youden's J on p_abnormal over the validation split",
+        "case_threshold": case_threshold(probs, val_set, round(threshold, 4)),
         "training": {
             "data": "ucsd_covid_ct official train/val (Zhao et al. 2020, research use); zenodo20_slices "
             "(Ma et al., CC BY-NC-SA 4.0) cases.csv split; covid_ct_md (Afshar et al. 2021, CC BY 4.0)",
@@ -407,6 +408,42 @@ def evaluate_probabilities(probs: np.ndarray, data: SliceSet, threshold: float) 
         },
     }
     return out
+
+
+def case_threshold(probs: np.ndarray, data: SliceSet, slice_threshold: float) -> dict[str, Any]:
+    """The positive-slice ratio above which a study is called abnormal, from validation data.
+
+    Only the held-out HU studies (covid_ct_md in the validation split) are studies; the 8-bit
+    sources are single images or infected slices only. A normal study is expected to show the
+    false-positive rate of the held-out slices without infection; an abnormal study shows its
+    own positive-slice ratio (the lowest over held-out abnormal studies). The threshold is the
+    midpoint of the two. With one held-out study this is a rough estimate, and it says so.
+
+    Returns
+    -------
+    ``{"threshold": float | None, "normal_slice_fp_rate", "abnormal_study_ratio", "studies"}``;
+    threshold None when the validation split holds no abnormal HU study or the two overlap.
+    """
+    keep = data.source == "covid_ct_md"
+    positive = (1 - probs[:, NORMAL]) >= slice_threshold
+    studies = sorted(set(data.group[keep].tolist()))
+    normal_rows = keep & (data.labels == NORMAL)
+    fp_rate = float(positive[normal_rows].mean()) if normal_rows.any() else float("nan")
+    ratios = {}
+    for study in studies:
+        rows = keep & (data.group == study)
+        if (data.labels[rows] != NORMAL).any():
+            ratios[study] = float(positive[rows].mean())
+    lowest = min(ratios.values()) if ratios else float("nan")
+    threshold = (fp_rate + lowest) / 2 if ratios and fp_rate == fp_rate and lowest > fp_rate else None
+    return {
+        "threshold": None if threshold is None else round(threshold, 4),
+        "normal_slice_fp_rate": _round(fp_rate),
+        "abnormal_study_ratio": {k: round(v, 4) for k, v in ratios.items()},
+        "studies": studies,
+        "rule": "midpoint of the false-positive rate on held-out HU slices without infection and the "
+        "lowest positive-slice ratio of held-out abnormal HU studies",
+    }
 
 
 def _round(value: float) -> float | None:
