@@ -174,3 +174,24 @@ def test_evaluate_classifier_writes_metrics_and_roc(shared_data, tmp_path, capsy
     assert result["sources"]["covid_ct_md"]["groups"] == ["P001"]
     assert result["sources"]["covid_ct_md"]["auc_abnormal"] >= 0.75
     assert result["sources"]["zenodo20"]["sensitivity"] >= 0.7
+
+
+def test_analyze_writes_a_report_and_refuses_to_overwrite(phantom_series, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["analyze", str(phantom_series), "-o", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["input"]["format"] == "dicom" and (out / "report.html").is_file()
+    assert main(["analyze", str(phantom_series), "-o", str(out)]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert main(["analyze", str(tmp_path / "missing"), "-o", str(tmp_path / "o2")]) == 2
+    assert not (tmp_path / "o2").exists()
+
+
+def test_demo_analyzes_the_phantom(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "-o", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["phantom"]["lesion_volume_ml"] > 0
+    assert report["input"]["shape_zyx"] == [96, 256, 256]
+    assert report["scores"]["lung_volume_ml"]["total"] > 1000
+    assert (out / "overview3d.png").stat().st_size > 1000

@@ -7,6 +7,7 @@ Public API (more stages join as they are built)::
     lung = covidct.apply_window(vol.array, "lung")
     masks = covidct.segment_lungs(vol)     # LungMasks: labels 1 right / 2 left, volume_ml
     probs = covidct.classify_slices(vol, masks)  # (z, 3): Normal, COVID-19, CAP
+    result = covidct.analyze(vol)          # Analysis: lungs, probabilities, maps, decision, scores
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ _LAZY = {
     "LungMasks": "covidct.lungs",
     "classify_slices": "covidct.classify",
     "CLASSES": "covidct.classify",
+    "analyze": "covidct.pipeline",
+    "Analysis": "covidct.pipeline",
 }
 
 
@@ -43,6 +46,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'covidct' has no attribute {name!r}")
 
 __all__ = [
+    "Analysis",
     "CLASSES",
     "DISCLAIMER",
     "Geometry",
@@ -53,6 +57,7 @@ __all__ = [
     "WINDOWS",
     "Window",
     "__version__",
+    "analyze",
     "apply_window",
     "classify_slices",
     "load",

@@ -68,9 +68,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_phantom(args: argparse.Namespace) -> int:
     from covidct import phantom
     from covidct.report.nifti import current_umask, write_nifti
+    from covidct.report.outputs import check_output_dir
 
-    out = Path(args.output)
-    _refuse_non_empty(out, args.force)
+    out = check_output_dir(args.output, args.force)
     ph = phantom.make_phantom(
         shape=(args.slices, args.size, args.size),
         spacing_mm=(args.slice_mm, args.fov_mm / args.size, args.fov_mm / args.size),
@@ -143,9 +143,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
         volume = covidct.load(path, on_gap="resample" if args.resample_gaps else "reject")
         masks = lungs.segment_lungs(volume, lung_model)
         probs = classify.classify_slices(volume, masks, model)
-        # A 2-D picture has no position in the patient: no z.
-        known_z = volume.meta.source_format != "image" and volume.meta.slice_z_mm
-        z_mm = volume.meta.slice_z_mm if known_z else (None,) * volume.shape[0]
+        z_mm = volume.slice_z_mm
         lung_slices = set(masks.lung_slices.tolist())
         for k, (p, z) in enumerate(zip(probs, z_mm)):
             p_abnormal = float(1.0 - p[0])
@@ -166,6 +164,77 @@ def cmd_classify(args: argparse.Namespace) -> int:
                 where = "" if z is None else f" z {z:8.1f} mm"
                 print(f"{row['path']} slice {k:4d}{where}  p_abnormal {p_abnormal:.3f}  {flag:<8} {top}"
                       + ("" if row["lung"] else "  (no lung)"))
+    return 0
+
+
+def _print_summary(report: dict[str, Any], out: Path) -> None:
+    d, s = report["decision"], report["scores"]
+    print(f"{d['label']} ({d['diagnosis']}): {d['positive_slices']} of {d['lung_slices']} lung slices positive "
+          f"(ratio {d['positive_slice_ratio']:.3f}, threshold {d['threshold']:.3f})")
+    print(f"Corona score {s['corona_score_cm3']:.1f} cm3; infection {s['infection_volume_ml']:.1f} mL; "
+          f"lungs R {s['lung_volume_ml']['right']:.0f} / L {s['lung_volume_ml']['left']:.0f} mL; involved "
+          f"R {s['involvement_pct']['right']:.1f} % / L {s['involvement_pct']['left']:.1f} %")
+    print(f"wrote {out}/report.html, report.json, lungs.nii.gz, localization.nii.gz, overview3d.png "
+          f"in {report['timing_s']['total']:.1f} s")
+    for warning in report["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
+
+
+def _analyze_to(path: str | Path, out: Path, force: bool, on_gap: str = "reject") -> dict[str, Any]:
+    """load -> analyze -> write, with a progress bar on stderr; returns the report dict."""
+    import time
+
+    from tqdm import tqdm
+
+    from covidct.pipeline import STAGES, analyze
+    from covidct.report.outputs import write_report
+
+    with tqdm(total=len(STAGES) + 2, desc="analyze", unit="stage", file=sys.stderr, disable=None, leave=False) as bar:
+        start = time.perf_counter()
+        volume = covidct.load(path, on_gap=on_gap)
+        load_s = time.perf_counter() - start
+        bar.set_postfix_str("load")
+        bar.update()
+
+        def stage_done(name: str) -> None:
+            bar.set_postfix_str(name)
+            bar.update()
+
+        analysis = analyze(volume, on_stage=stage_done)
+        report = write_report(analysis, out, load_s=load_s, force=force)
+        bar.update()
+    return report
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from covidct.report.outputs import check_output_dir
+
+    out = check_output_dir(args.output, args.force)  # refuse before the work, not after
+    report = _analyze_to(args.path, out, args.force, "resample" if args.resample_gaps else "reject")
+    if args.json:
+        print(json.dumps(report))
+    else:
+        _print_summary(report, out)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from covidct import phantom
+    from covidct.report.outputs import check_output_dir
+
+    out = check_output_dir(args.output, args.force)
+    ph = phantom.make_phantom(shape=(96, 256, 256), spacing_mm=(2.5, 360 / 256, 360 / 256), seed=0)
+    with tempfile.TemporaryDirectory(prefix="covidct-demo-") as tmp:
+        # Through a real DICOM series, as a study from a scanner would come.
+        phantom.write_dicom_series(ph.volume, Path(tmp) / "dicom")
+        report = _analyze_to(Path(tmp) / "dicom", out, args.force)
+    lesion_ml = float(((ph.infection > 0) & (ph.lungs > 0)).sum() * ph.volume.voxel_volume_ml)
+    if args.json:
+        print(json.dumps({**report, "phantom": {"lesion_volume_ml": round(lesion_ml, 1)}}))
+    else:
+        print(f"demo: a synthetic chest CT (96 x 256 x 256) with {len(ph.lesions)} lesions, "
+              f"{lesion_ml:.0f} mL of them inside the lungs")
+        _print_summary(report, out)
     return 0
 
 
@@ -269,13 +338,6 @@ def _load_model(loader: Any, weights: str | None) -> Any:
         raise InputError(f"cannot load model weights: {exc}") from exc
 
 
-def _refuse_non_empty(out: Path, force: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out}: exists and is not a folder; choose another output path.")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise InputError(f"{out}: folder is not empty; choose another output folder or pass --force.")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="covidct",
@@ -326,6 +388,29 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--json", action="store_true", help="print one JSON object")
     seg.add_argument("--resample-gaps", action="store_true", help="as for info")
     seg.set_defaults(func=cmd_segment)
+
+    an = sub.add_parser(
+        "analyze",
+        help="the whole analysis of a CT study: report.html, report.json, masks, 3-D overview",
+        description="Lungs, per-slice probabilities, Grad-CAM localization, case decision and Corona score "
+        f"of one CT; written as a folder. {covidct.DISCLAIMER}",
+    )
+    an.add_argument("path", help="DICOM folder or file, .nii/.nii.gz, or a PNG/JPEG/TIFF slice")
+    an.add_argument("-o", "--output", required=True, help="output folder (created; must be empty unless --force)")
+    an.add_argument("--force", action="store_true", help="replace a non-empty output folder")
+    an.add_argument("--json", action="store_true", help="print report.json on stdout")
+    an.add_argument("--resample-gaps", action="store_true", help="as for info")
+    an.set_defaults(func=cmd_analyze)
+
+    demo = sub.add_parser(
+        "demo",
+        help="analyze a built-in synthetic chest CT with known lesions",
+        description="Generate a phantom chest CT with lesions, write it as DICOM and analyze it.",
+    )
+    demo.add_argument("-o", "--output", default="covidct-demo", help="output folder (default ./covidct-demo)")
+    demo.add_argument("--force", action="store_true", help="replace a non-empty output folder")
+    demo.add_argument("--json", action="store_true", help="print report.json on stdout")
+    demo.set_defaults(func=cmd_demo)
 
     train = sub.add_parser("train", help="train a model on ../shared/data", description="Train a model.")
     train_sub = train.add_subparsers(dest="model", required=True, metavar="MODEL")

@@ -113,6 +113,13 @@ class Volume:
         return tuple(int(n) for n in self.array.shape)  # type: ignore[return-value]
 
     @property
+    def slice_z_mm(self) -> tuple[float | None, ...]:
+        """LPS z (mm) of each slice; None for a 2-D picture, which has no place in the patient."""
+        if self.meta.source_format == "image" or not self.meta.slice_z_mm:
+            return (None,) * self.shape[0]
+        return self.meta.slice_z_mm
+
+    @property
     def voxel_volume_ml(self) -> float:
         """Volume of one voxel in millilitres (cm³)."""
         z, y, x = self.spacing_mm

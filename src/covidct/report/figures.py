@@ -89,3 +89,96 @@ def roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str) -> 
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def heatmap_overlay(slice_: np.ndarray, heat: np.ndarray, labels: np.ndarray, is_hu: bool) -> np.ndarray:
+    """RGB image of a slice (lung window) with a localization map over it.
+
+    Parameters
+    ----------
+    slice_ : (y, x) HU or intensities
+    heat : (y, x) map in [0, 1]; shown in a hot colour scale, transparent where below 0.05
+    labels : (y, x) lung labels; lungs are outlined in their colours
+    is_hu : bool
+
+    Returns
+    -------
+    (y, x, 3) uint8
+    """
+    from matplotlib import colormaps
+
+    gray = display_slice(slice_, is_hu).astype(np.float32)
+    rgb = np.repeat(gray[..., None], 3, axis=2)
+    colour = colormaps["inferno"](np.clip(heat, 0, 1))[..., :3] * 255
+    alpha = np.where(heat >= 0.05, 0.25 + 0.5 * np.clip(heat, 0, 1), 0.0)[..., None]
+    rgb = (1 - alpha) * rgb + alpha * colour
+    for label, lung_colour in LUNG_COLOURS.items():
+        inside = labels == label
+        edge = inside & ~ndi.binary_erosion(inside, iterations=max(1, round(labels.shape[0] / 256)))
+        rgb[edge] = lung_colour
+    return rgb.round().astype(np.uint8)
+
+
+def probability_curve(
+    z_mm: np.ndarray, p_abnormal: np.ndarray, lung: np.ndarray, threshold: float
+) -> Figure:
+    """p_abnormal along the body axis, lung slices only, with the operating threshold.
+
+    ``z_mm`` may hold slice indices where positions are unknown.
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 2.6))
+    ax = fig.add_subplot()
+    z, p = np.asarray(z_mm, float)[lung], np.asarray(p_abnormal)[lung]
+    ax.plot(z, p, color="0.3", linewidth=1)
+    above = p >= threshold
+    ax.scatter(z[above], p[above], s=10, color="tab:red", label="positive slice", zorder=3)
+    ax.axhline(threshold, color="tab:red", linestyle="--", linewidth=1, label=f"threshold {threshold:.3f}")
+    ax.set(ylim=(0, 1), xlabel="z (mm), inferior → superior", ylabel="p_abnormal")
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def overview_3d(
+    labels: np.ndarray, infected: np.ndarray, spacing_mm: tuple[float, float, float], max_side: int = 128
+) -> Figure:
+    """3-D overview: translucent lungs, infection in red (marching cubes, matplotlib).
+
+    Parameters
+    ----------
+    labels : (z, y, x) lung labels
+    infected : (z, y, x) float or bool infection map; smoothed by a 3-D Gaussian (1 voxel after
+        downsampling) and drawn at its 0.5 level
+    spacing_mm : (z, y, x) voxel size; the picture is to scale
+    max_side : in-plane size the volumes are reduced to first (speed)
+    """
+    from matplotlib.figure import Figure
+    from mpl_toolkits.mplot3d.art3d import Poly3DCollection
+    from skimage.measure import marching_cubes
+
+    step = max(1, int(np.ceil(max(labels.shape[1:]) / max_side)))
+    spacing = (float(spacing_mm[0]), float(spacing_mm[1]) * step, float(spacing_mm[2]) * step)
+    fig = Figure(figsize=(6, 6))
+    ax = fig.add_subplot(projection="3d")
+    layers = [
+        ((labels[:, ::step, ::step] > 0).astype(np.float32), (0.55, 0.7, 0.95), 0.12),
+        (np.asarray(infected, np.float32)[:, ::step, ::step], (0.9, 0.1, 0.1), 0.8),
+    ]
+    extent = np.array(labels[:, ::step, ::step].shape) * spacing
+    for volume, colour, alpha in layers:
+        smooth = ndi.gaussian_filter(volume, sigma=1.0)
+        if smooth.max() < 0.5 or smooth.shape[0] < 2:
+            continue
+        verts, faces, _, _ = marching_cubes(np.pad(smooth, 1), level=0.5, spacing=spacing)
+        verts -= np.array(spacing)  # undo the padding
+        # Axes: x patient right -> left, y anterior -> posterior, z inferior -> superior.
+        mesh = Poly3DCollection(verts[faces][:, :, [2, 1, 0]], facecolor=colour, edgecolor="none", alpha=alpha)
+        ax.add_collection3d(mesh)
+    ax.set(xlim=(0, extent[2]), ylim=(extent[1], 0), zlim=(0, extent[0]))
+    ax.set_box_aspect((extent[2], extent[1], extent[0]))
+    ax.view_init(elev=10, azim=-90)
+    ax.set_axis_off()
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,127 @@
+"""The pipeline: lungs -> slice probabilities -> localization -> case results, on one CT.
+
+:func:`analyze` chains the stages in the order of the data flow and returns one
+:class:`Analysis`; it reads and writes nothing (``covidct.report`` turns an Analysis into files).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from covidct import case, classify, localize, lungs
+from covidct.models import weights as model_weights
+from covidct.volume import Volume
+
+#: Used, with a warning, when the classifier's card holds no validated case threshold.
+DEFAULT_CASE_THRESHOLD = 0.15
+#: Stages timed (report.json ``timing_s``); "localize" includes the case decision and scores.
+STAGES = ("lungs", "classify", "localize")
+
+
+@dataclass(frozen=True, eq=False)
+class Analysis:
+    """Everything :func:`analyze` found in one volume.
+
+    Attributes
+    ----------
+    volume : the input
+    lungs : lung masks and volumes
+    probabilities : (z, 3) slice probabilities in :data:`covidct.classify.CLASSES` order
+    maps : (z, y, x) float32 localization maps in [0, 1] (zero off positive slices)
+    decision : the case decision and diagnosis
+    corona_score_cm3 : the published Corona score
+    involvement : infection volume and percent of each lung and zone (maps >= case.MAP_THRESHOLD)
+    models : name and sha256 of the weights used, by stage
+    timing_s : seconds per stage
+    warnings : what the user should know about this result
+    """
+
+    volume: Volume
+    lungs: lungs.LungMasks
+    probabilities: np.ndarray
+    maps: np.ndarray
+    decision: case.CaseDecision
+    corona_score_cm3: float
+    involvement: case.Involvement
+    models: dict[str, dict[str, str]]
+    timing_s: dict[str, float]
+    warnings: tuple[str, ...]
+
+    @property
+    def positive(self) -> np.ndarray:
+        """Indices of the positive lung slices."""
+        return case.positive_slices(self.probabilities, self.lungs.lung_slices, self.decision.slice_threshold)
+
+
+def analyze(
+    volume: Volume,
+    lung_model: model_weights.LoadedModel | None = None,
+    classifier: model_weights.LoadedModel | None = None,
+    on_stage: Callable[[str], None] | None = None,
+) -> Analysis:
+    """Run the method on a volume.
+
+    Parameters
+    ----------
+    volume : Volume
+        A CT in HU (2-D images work, with a warning: no volumes from one picture).
+    lung_model, classifier : LoadedModel, optional
+        Default to the shipped weights.
+    on_stage : callable, optional
+        Called with each stage's name from :data:`STAGES` when it finishes (progress bars).
+
+    Returns
+    -------
+    Analysis
+    """
+    warnings = list(volume.meta.warnings)
+    if not volume.is_hu:
+        warnings.append("input is not in Hounsfield units: probabilities are computed, volumes and scores "
+                        "assume the spacing given (1 mm for a 2-D picture)")
+    timing: dict[str, float] = {}
+    done = on_stage or (lambda stage: None)
+
+    start = time.perf_counter()
+    lung_model = lung_model or lungs.load_lung_model()
+    masks = lungs.segment_lungs(volume, lung_model)
+    timing["lungs"] = time.perf_counter() - start
+    done("lungs")
+    if not len(masks.lung_slices):
+        warnings.append("no lung found: every slice is reported normal")
+
+    start = time.perf_counter()
+    classifier = classifier or classify.load_classifier()
+    probabilities = classify.classify_slices(volume, masks, classifier)
+    timing["classify"] = time.perf_counter() - start
+    done("classify")
+
+    slice_threshold = float(classifier.card["threshold"])
+    case_threshold = (classifier.card.get("case_threshold") or {}).get("threshold")
+    if case_threshold is None:
+        case_threshold = DEFAULT_CASE_THRESHOLD
+        warnings.append(f"classifier card has no validated case threshold; using {DEFAULT_CASE_THRESHOLD}")
+
+    start = time.perf_counter()
+    maps = localize.localize(volume, masks, probabilities, classifier, slice_threshold)
+    decision = case.decide(probabilities, masks.lung_slices, slice_threshold, float(case_threshold))
+    score = case.corona_score_cm3(maps, volume.spacing_mm)
+    involved = case.involvement(maps >= case.MAP_THRESHOLD, masks.labels, volume.spacing_mm)
+    timing["localize"] = time.perf_counter() - start
+    done("localize")
+
+    return Analysis(
+        volume=volume,
+        lungs=masks,
+        probabilities=probabilities,
+        maps=maps,
+        decision=decision,
+        corona_score_cm3=round(score, 2),
+        involvement=involved,
+        models={"lungs": dict(masks.model), "classifier": {"name": classifier.name, "sha256": classifier.sha256}},
+        timing_s={k: round(v, 3) for k, v in timing.items()},
+        warnings=tuple(warnings),
+    )

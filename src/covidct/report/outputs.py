@@ -1,0 +1,116 @@
+"""Write an analysis as a folder: report.json, report.html, lungs.nii.gz, localization.nii.gz,
+overview3d.png. Everything is written into a hidden staging folder beside the target and
+renamed into place at the end, so a failure never leaves a half-written result."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from covidct.case import MAP_THRESHOLD
+from covidct.errors import InputError
+from covidct.report import figures
+from covidct.report.html import render
+from covidct.report.json import report_dict
+from covidct.report.nifti import current_umask, write_nifti
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from covidct.pipeline import Analysis
+
+OUTPUTS = {
+    "html": "report.html",
+    "lungs": "lungs.nii.gz",
+    "localization": "localization.nii.gz",
+    "infection": None,  # typed infection segmentation: not built yet
+    "overview_png": "overview3d.png",
+}
+#: Key slices shown with their heat maps in the HTML report.
+MAX_KEY_SLICES = 6
+
+
+def check_output_dir(out_dir: str | os.PathLike[str], force: bool) -> Path:
+    """Refuse (InputError) a non-empty ``out_dir`` unless ``force``; call before the work."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: exists and is not a folder; choose another output folder.")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise InputError(f"{out}: folder is not empty; choose another or pass --force to replace it.")
+    return out
+
+
+def _png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    return buf.getvalue()
+
+
+def _rgb_png(rgb: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def key_slices(analysis: Analysis, count: int = MAX_KEY_SLICES) -> list[int]:
+    """The positive slices with the highest p_abnormal, at most ``count``, in z order."""
+    positive = analysis.positive
+    order = np.argsort(-(1.0 - analysis.probabilities[positive, 0]), kind="stable")
+    return sorted(int(k) for k in positive[order[:count]])
+
+
+def write_report(analysis: Analysis, out_dir: str | os.PathLike[str], load_s: float = 0.0, force: bool = False) -> dict[str, Any]:
+    """Write the report folder and return the report dict (as in report.json).
+
+    Parameters
+    ----------
+    analysis : from :func:`covidct.pipeline.analyze`
+    out_dir : the folder to create (replaced as a whole when ``force``)
+    load_s : seconds spent reading the input, for ``timing_s``
+    force : replace a non-empty ``out_dir``
+    """
+    start = time.perf_counter()
+    out = check_output_dir(out_dir, force)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.covidct-"))
+    try:
+        vol = analysis.volume
+        write_nifti(analysis.lungs.labels, vol.geometry, stage / OUTPUTS["lungs"])
+        write_nifti(analysis.maps.astype(np.float32), vol.geometry, stage / OUTPUTS["localization"])
+        overview_png = _png(figures.overview_3d(analysis.lungs.labels, analysis.maps >= MAP_THRESHOLD, vol.spacing_mm))
+        (stage / OUTPUTS["overview_png"]).write_bytes(overview_png)
+        z = np.array([k if z is None else z for k, z in enumerate(vol.slice_z_mm)], dtype=float)
+        lung = np.zeros(vol.shape[0], bool)
+        lung[analysis.lungs.lung_slices] = True
+        curve_png = _png(figures.probability_curve(z, 1.0 - analysis.probabilities[:, 0], lung,
+                                                   analysis.decision.slice_threshold))
+        slides = []
+        for k in key_slices(analysis):
+            rgb = figures.heatmap_overlay(vol.array[k], analysis.maps[k], analysis.lungs.labels[k], vol.is_hu)
+            where = "" if vol.slice_z_mm[k] is None else f", z {vol.slice_z_mm[k]:.1f} mm"
+            p = analysis.probabilities[k]
+            slides.append((f"slice {k}{where}: p_abnormal {1 - p[0]:.2f} (COVID-19 {p[1]:.2f}, CAP {p[2]:.2f})", _rgb_png(rgb)))
+        timing: dict[str, float | None] = {"load": load_s, **analysis.timing_s, "infection": None}
+        timing["report"] = time.perf_counter() - start
+        timing["total"] = sum(v for v in timing.values() if v is not None)
+        report = report_dict(analysis, dict(OUTPUTS), timing)
+        (stage / OUTPUTS["html"]).write_text(render(report, slides, curve_png, overview_png), encoding="utf-8")
+        (stage / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        os.chmod(stage, 0o777 & ~current_umask())
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(stage, out)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return report
