@@ -11,3 +11,29 @@ def test_roc_figure_draws_one_line_per_curve_and_saves_png(tmp_path):
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a", "b"]
     fig.savefig(tmp_path / "roc.png")
     assert Image.open(tmp_path / "roc.png").size[0] > 100
+
+
+def test_heatmap_overlay_colours_only_where_the_map_is_on():
+    from covidct.report.figures import heatmap_overlay
+
+    hu = np.full((32, 32), -800.0)
+    heat = np.zeros((32, 32))
+    heat[10:20, 10:20] = 1.0
+    rgb = heatmap_overlay(hu, heat, np.zeros((32, 32), np.uint8), is_hu=True)
+    assert rgb.shape == (32, 32, 3) and rgb.dtype == np.uint8
+    gray = rgb[0, 0]
+    assert gray[0] == gray[1] == gray[2]  # untouched pixels stay gray
+    assert len(set(rgb[15, 15].tolist())) > 1  # the hot spot is coloured
+
+
+def test_overview_3d_draws_a_mesh_per_present_structure():
+    from covidct.report.figures import overview_3d
+
+    labels = np.zeros((12, 24, 24), np.uint8)
+    labels[2:10, 4:20, 3:11] = 1
+    labels[2:10, 4:20, 13:21] = 2
+    infected = np.zeros(labels.shape, bool)
+    fig = overview_3d(labels, infected, (2.0, 1.0, 1.0))
+    assert len(fig.axes[0].collections) == 1  # lungs only: no infection mesh
+    infected[4:8, 8:14, 4:9] = True
+    assert len(overview_3d(labels, infected, (2.0, 1.0, 1.0)).axes[0].collections) == 2

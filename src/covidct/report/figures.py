@@ -135,8 +135,8 @@ def probability_curve(
     above = p >= threshold
     ax.scatter(z[above], p[above], s=10, color="tab:red", label="positive slice", zorder=3)
     ax.axhline(threshold, color="tab:red", linestyle="--", linewidth=1, label=f"threshold {threshold:.3f}")
-    ax.set(ylim=(0, 1), xlabel="z (mm), inferior → superior", ylabel="p_abnormal")
-    ax.legend(loc="upper left", fontsize=8)
+    ax.set(ylim=(0, 1.05), xlabel="z (mm), inferior → superior", ylabel="p_abnormal")
+    ax.legend(loc="lower center", fontsize=8, ncols=2, framealpha=0.9)
     fig.tight_layout()
     return fig
 
