@@ -9,8 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -67,8 +65,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_phantom(args: argparse.Namespace) -> int:
     from covidct import phantom
-    from covidct.report.nifti import current_umask, write_nifti
-    from covidct.report.outputs import check_output_dir
+    from covidct.report.nifti import write_nifti
+    from covidct.report.outputs import check_output_dir, staged_folder
 
     out = check_output_dir(args.output, args.force)
     ph = phantom.make_phantom(
@@ -77,21 +75,11 @@ def cmd_phantom(args: argparse.Namespace) -> int:
         lesions=() if args.no_lesions else phantom.DEFAULT_LESIONS,
         seed=args.seed,
     )
-    # Build everything in a sibling temporary folder, then move it into place: never half-written.
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
-    os.chmod(tmp, 0o777 & ~current_umask())
-    try:
+    with staged_folder(out) as tmp:
         phantom.write_dicom_series(ph.volume, tmp / "dicom")
         write_nifti(ph.volume.array, ph.volume.geometry, tmp / "ct.nii.gz")
         write_nifti(ph.lungs, ph.volume.geometry, tmp / "lungs.nii.gz")
         write_nifti(ph.infection, ph.volume.geometry, tmp / "infection.nii.gz")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     print(f"wrote {out}/dicom ({args.slices} slices), ct.nii.gz, lungs.nii.gz, infection.nii.gz")
     return 0
 

@@ -10,6 +10,8 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +50,23 @@ def check_output_dir(out_dir: str | os.PathLike[str], force: bool) -> Path:
     return out
 
 
+@contextmanager
+def staged_folder(out: Path) -> Iterator[Path]:
+    """A hidden staging folder beside ``out``: when the block succeeds it replaces ``out`` as a
+    whole (one rename), when it fails it is removed. Readers never see a half-written ``out``."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.covidct-"))
+    try:
+        yield stage
+        os.chmod(stage, 0o777 & ~current_umask())
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(stage, out)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+
+
 def _png(fig: Figure) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
@@ -81,9 +100,7 @@ def write_report(analysis: Analysis, out_dir: str | os.PathLike[str], load_s: fl
     """
     start = time.perf_counter()
     out = check_output_dir(out_dir, force)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.covidct-"))
-    try:
+    with staged_folder(out) as stage:
         vol = analysis.volume
         write_nifti(analysis.lungs.labels, vol.geometry, stage / OUTPUTS["lungs"])
         write_nifti(analysis.maps.astype(np.float32), vol.geometry, stage / OUTPUTS["localization"])
@@ -106,11 +123,4 @@ def write_report(analysis: Analysis, out_dir: str | os.PathLike[str], load_s: fl
         report = report_dict(analysis, dict(OUTPUTS), timing)
         (stage / OUTPUTS["html"]).write_text(render(report, slides, curve_png, overview_png), encoding="utf-8")
         (stage / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        os.chmod(stage, 0o777 & ~current_umask())
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(stage, out)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
     return report
