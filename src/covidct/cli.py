@@ -226,6 +226,33 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_track(args: argparse.Namespace) -> int:
+    from covidct.report.outputs import check_output_dir, write_track
+    from covidct.track import follow_up
+
+    out = check_output_dir(args.output, args.force)
+    reports = []
+    for path in args.reports:
+        try:
+            reports.append((str(path), json.loads(Path(path).read_text(encoding="utf-8"))))
+        except FileNotFoundError:
+            raise InputError(f"{path}: no such file; pass report.json files written by covidct analyze.") from None
+        except (json.JSONDecodeError, UnicodeDecodeError, IsADirectoryError) as exc:
+            raise InputError(f"{path}: not a readable JSON report ({exc.__class__.__name__}).") from None
+    track = follow_up(reports)
+    write_track(track, out, args.force)
+    if args.json:
+        print(json.dumps(track))
+    else:
+        for st in track["studies"]:
+            print(f"{st['study_date']}  {st['decision']:<8} {st['diagnosis']:<8} Corona score "
+                  f"{st['corona_score_cm3']:8.1f} cm3  involved {st['involvement_pct']['total']:5.1f} %  {st['report']}")
+        print(f"wrote {out}/track.json and track.png")
+    for warning in track["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
+    return 0
+
+
 def cmd_train_lungs(args: argparse.Namespace) -> int:
     import torch
 
@@ -399,6 +426,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--force", action="store_true", help="replace a non-empty output folder")
     demo.add_argument("--json", action="store_true", help="print report.json on stdout")
     demo.set_defaults(func=cmd_demo)
+
+    tr = sub.add_parser(
+        "track",
+        help="follow one patient's studies over time (Corona score, involvement)",
+        description="Order a patient's report.json files by study date; write track.json and track.png.",
+    )
+    tr.add_argument("reports", nargs="+", metavar="REPORT.json", help="report.json files from covidct analyze")
+    tr.add_argument("-o", "--output", required=True, help="output folder (created; must be empty unless --force)")
+    tr.add_argument("--force", action="store_true", help="replace a non-empty output folder")
+    tr.add_argument("--json", action="store_true", help="print track.json on stdout")
+    tr.set_defaults(func=cmd_track)
 
     train = sub.add_parser("train", help="train a model on ../shared/data", description="Train a model.")
     train_sub = train.add_subparsers(dest="model", required=True, metavar="MODEL")

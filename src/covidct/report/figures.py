@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -180,5 +180,29 @@ def overview_3d(
     ax.set_box_aspect((extent[2], extent[1], extent[0]))
     ax.view_init(elev=10, azim=-90)
     ax.set_axis_off()
+    fig.tight_layout()
+    return fig
+
+
+def follow_up_figure(track: dict[str, Any]) -> Figure:
+    """Corona score (left axis) and total lung involvement (right axis) by study date."""
+    from datetime import date
+
+    from matplotlib.figure import Figure
+
+    studies = track["studies"]
+    when = [date.fromisoformat(s["study_date"]) for s in studies]
+    fig = Figure(figsize=(7, 3.2))
+    ax = fig.add_subplot()
+    ax.plot(when, [s["corona_score_cm3"] for s in studies], "o-", color="tab:red", label="Corona score (cm³)")
+    ax.set_ylabel("Corona score (cm³)", color="tab:red")
+    ax.set_ylim(bottom=0)
+    right = ax.twinx()
+    right.plot(when, [s["involvement_pct"]["total"] for s in studies], "s--", color="tab:blue",
+               label="lung involved (%)")
+    right.set_ylabel("lung involved (%)", color="tab:blue")
+    right.set_ylim(bottom=0)
+    ax.set_title(f"follow-up{' of ' + track['patient_id'] if track.get('patient_id') else ''}")
+    fig.autofmt_xdate()
     fig.tight_layout()
     return fig

@@ -124,3 +124,13 @@ def write_report(analysis: Analysis, out_dir: str | os.PathLike[str], load_s: fl
         (stage / OUTPUTS["html"]).write_text(render(report, slides, curve_png, overview_png), encoding="utf-8")
         (stage / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return report
+
+
+def write_track(track: dict[str, Any], out_dir: str | os.PathLike[str], force: bool = False) -> Path:
+    """Write ``track.json`` and ``track.png`` (from :func:`covidct.track.follow_up`) into a folder."""
+    out = check_output_dir(out_dir, force)
+    with staged_folder(out) as stage:
+        (stage / "track.png").write_bytes(_png(figures.follow_up_figure(track)))
+        (stage / "track.json").write_text(json.dumps(track, indent=2) + "\n", encoding="utf-8")
+    return out
+
