@@ -34,3 +34,10 @@ def test_case_figures_agree_with_each_other(result):
     assert d.label == ("abnormal" if d.positive_slice_ratio > d.threshold else "normal")
     assert (a.corona_score_cm3 > 0) == (a.maps.max() > 0)
     assert a.involvement.infection_volume_ml <= a.involvement.lung_volume_ml["total"]
+
+
+def test_every_report_carries_the_localization_caveat(result):
+    from covidct.pipeline import LOCALIZATION_CAVEAT
+
+    a, _ = result
+    assert LOCALIZATION_CAVEAT in a.warnings

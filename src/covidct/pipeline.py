@@ -18,6 +18,12 @@ from covidct.volume import Volume
 
 #: Used, with a warning, when the classifier's card holds no validated case threshold.
 DEFAULT_CASE_THRESHOLD = 0.15
+#: Said in every report until a classifier whose Grad-CAM evidence lies on the lesions ships
+#: (benchmarks/localization.py measures it against radiologists' infection masks).
+LOCALIZATION_CAVEAT = (
+    "heat maps, Corona score and infection volume come from Grad-CAM maps that, on validation data, "
+    "do not coincide with the infection: do not read them as lesion outlines or lesion volume"
+)
 #: Stages timed (report.json ``timing_s``); "localize" includes the case decision and scores.
 STAGES = ("lungs", "classify", "localize")
 
@@ -78,7 +84,7 @@ def analyze(
     -------
     Analysis
     """
-    warnings = list(volume.meta.warnings)
+    warnings = [*volume.meta.warnings, LOCALIZATION_CAVEAT]
     if not volume.is_hu:
         warnings.append("input is not in Hounsfield units: probabilities are computed, volumes and scores "
                         "assume the spacing given (1 mm for a 2-D picture)")

@@ -79,6 +79,7 @@ img.wide {{ max-width: 100%; }}
 <h1>covidct report</h1>
 <p class="disclaimer">{html.escape(report['disclaimer'])} Not for diagnosis.</p>
 <p class="verdict {d['label']}">{html.escape(verdict)} — {html.escape(d['diagnosis'])}</p>
+{f'<h2>Warnings</h2><ul>{warnings}</ul>' if warnings else ''}
 <h2>Summary</h2><table>{summary}</table>
 <h3>Involvement by zone (percent of each zone)</h3>{_pct_table(s['zones_pct'])}
 <h2>Key slices</h2><p>Fine-grained Grad-CAM heat map over the lung window; lungs outlined (red right, blue left).</p>
@@ -88,6 +89,5 @@ img.wide {{ max-width: 100%; }}
 <h2>Study</h2><table>{study}</table>
 <h2>Models</h2><table>{models}</table>
 <p>Timing: {html.escape(timing)}. covidct {html.escape(report['covidct_version'])}, schema {html.escape(report['schema'])}.</p>
-{f'<h2>Warnings</h2><ul>{warnings}</ul>' if warnings else ''}
 </body></html>
 """
