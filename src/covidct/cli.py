@@ -257,24 +257,10 @@ def cmd_train_lungs(args: argparse.Namespace) -> int:
     import torch
 
     from covidct.train import lungs as train_lungs
-    from covidct.train.data import default_data_dir
 
     torch.set_num_threads(args.threads or torch.get_num_threads())
-    card = train_lungs.train(
-        data_dir=args.data or default_data_dir(),
-        out_stem=args.out,
-        architecture=args.arch,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        encoder_weights=args.encoder_weights,
-        max_minutes=args.max_minutes,
-        bf16=not args.no_bf16,
-    )
-    print(json.dumps({"weights": f"{args.out}.safetensors", "card": f"{args.out}.json",
-                      "epochs": card["training"]["epochs"], "train_seconds": card["training"]["train_seconds"],
-                      "metrics": card["metrics"]}))
+    card = train_lungs.train(**_training_kwargs(args), encoder_weights=args.encoder_weights)
+    _print_training_result(args.out, card)
     return 0
 
 
@@ -300,28 +286,17 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
     import torch
 
     from covidct.train import classifier as train_classifier
-    from covidct.train.data import default_data_dir
 
     torch.set_num_threads(args.threads or torch.get_num_threads())
     card = train_classifier.train(
-        data_dir=args.data or default_data_dir(),
-        out_stem=args.out,
-        architecture=args.arch,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
+        **_training_kwargs(args),
         weights=args.weights,
-        max_minutes=args.max_minutes,
-        bf16=not args.no_bf16,
         cache=args.cache,
         val_studies=tuple(args.val_study),
         lung_masked=not args.no_lung_mask,
         members=args.members,
     )
-    print(json.dumps({"weights": f"{args.out}.safetensors", "card": f"{args.out}.json",
-                      "epochs": card["training"]["epochs"], "train_seconds": card["training"]["train_seconds"],
-                      "threshold": card["threshold"], "metrics": card["metrics"]}))
+    _print_training_result(args.out, card, threshold=card["threshold"])
     return 0
 
 
@@ -351,6 +326,44 @@ def _load_model(loader: Any, weights: str | None) -> Any:
         return loader(weights) if weights else loader()
     except (FileNotFoundError, ValueError) as exc:
         raise InputError(f"cannot load model weights: {exc}") from exc
+
+
+def _add_training_arguments(p: argparse.ArgumentParser, model: str, epochs: int, batch_size: int, lr: float) -> None:
+    """The flags every ``covidct train MODEL`` shares."""
+    p.add_argument("--data", help="shared data folder (default $COVIDCT_DATA or ../shared/data)")
+    p.add_argument("--out", default=model,
+                   help=f"output stem: writes STEM.safetensors and STEM.json (default ./{model})")
+    p.add_argument("--epochs", type=_positive_int, default=epochs, help=f"epochs (default {epochs})")
+    p.add_argument("--batch-size", type=_positive_int, default=batch_size, help=f"batch size (default {batch_size})")
+    p.add_argument("--lr", type=_positive_float, default=lr, help=f"peak learning rate (default {lr:g})")
+    p.add_argument("--max-minutes", type=_positive_float,
+                   help="stop after this much training time (the learning-rate schedule still spans --epochs: "
+                   "set --epochs to what fits the budget)")
+    p.add_argument("--no-bf16", action="store_true", help="train in float32 (slower on CPUs with AMX/BF16)")
+    p.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's choice)")
+
+
+def _training_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The train() arguments every ``covidct train MODEL`` passes the same way."""
+    from covidct.train.data import default_data_dir
+
+    return {
+        "data_dir": args.data or default_data_dir(),
+        "out_stem": args.out,
+        "architecture": args.arch,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "seed": args.seed,
+        "max_minutes": args.max_minutes,
+        "bf16": not args.no_bf16,
+    }
+
+
+def _print_training_result(out: str, card: dict[str, Any], **extra: Any) -> None:
+    training = card["training"]
+    print(json.dumps({"weights": f"{out}.safetensors", "card": f"{out}.json", "epochs": training["epochs"],
+                      "train_seconds": training["train_seconds"], **extra, "metrics": card["metrics"]}))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -441,19 +454,10 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a model on ../shared/data", description="Train a model.")
     train_sub = train.add_subparsers(dest="model", required=True, metavar="MODEL")
     tl = train_sub.add_parser("lungs", help="the lung U-Net on zenodo20_slices (train split)")
-    tl.add_argument("--data", help="shared data folder (default $COVIDCT_DATA or ../shared/data)")
-    tl.add_argument("--out", default="lungs", help="output stem: writes STEM.safetensors and STEM.json (default ./lungs)")
+    _add_training_arguments(tl, "lungs", epochs=100, batch_size=16, lr=3e-3)
     tl.add_argument("--arch", choices=["UNet", "VGG16UNet"], default="UNet", help="network (default UNet, compact)")
-    tl.add_argument("--epochs", type=_positive_int, default=100)
-    tl.add_argument("--batch-size", type=_positive_int, default=16)
-    tl.add_argument("--lr", type=_positive_float, default=3e-3)
-    tl.add_argument("--seed", type=int, default=0)
+    tl.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     tl.add_argument("--encoder-weights", metavar="PATH", help="torchvision VGG16 weights for --arch VGG16UNet")
-    tl.add_argument("--max-minutes", type=_positive_float,
-                    help="stop after this much training time (the learning-rate schedule still spans --epochs: "
-                    "set --epochs to what fits the budget)")
-    tl.add_argument("--no-bf16", action="store_true", help="train in float32 (slower on CPUs with AMX/BF16)")
-    tl.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's choice)")
     tl.set_defaults(func=cmd_train_lungs)
 
     ev = sub.add_parser("evaluate", help="evaluate a model on a held-out split", description="Evaluate a model.")
@@ -466,13 +470,9 @@ def build_parser() -> argparse.ArgumentParser:
     el.set_defaults(func=cmd_evaluate_lungs)
 
     tc = train_sub.add_parser("classifier", help="the slice classifier (Normal / COVID-19 / CAP)")
-    tc.add_argument("--data", help="shared data folder (default $COVIDCT_DATA or ../shared/data)")
-    tc.add_argument("--out", default="classifier", help="output stem (default ./classifier)")
+    _add_training_arguments(tc, "classifier", epochs=30, batch_size=32, lr=2e-3)
     tc.add_argument("--arch", choices=["CompactResNet", "ResNet50"], default="CompactResNet",
                     help="network (default CompactResNet)")
-    tc.add_argument("--epochs", type=_positive_int, default=30)
-    tc.add_argument("--batch-size", type=_positive_int, default=32)
-    tc.add_argument("--lr", type=_positive_float, default=2e-3)
     tc.add_argument("--seed", type=int, default=0, help="random seed (members use seed, seed+1, ...)")
     tc.add_argument("--members", type=_positive_int, default=1,
                     help="CompactResNet: train this many networks from successive seeds and ship their "
@@ -482,11 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
     tc.add_argument("--val-study", action="append", default=[], choices=["P001", "cap001", "normal001"],
                     help="validate on this covid_ct_md study instead of training on it (repeatable; "
                     "leave-one-study-out estimates)")
-    tc.add_argument("--max-minutes", type=_positive_float, help="stop after this much training time")
-    tc.add_argument("--no-bf16", action="store_true", help="train in float32")
     tc.add_argument("--no-lung-mask", action="store_true",
                     help="show the model the whole lung crop, not only the lungs (the comparison in the README)")
-    tc.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's choice)")
     tc.set_defaults(func=cmd_train_classifier)
 
     ec = ev_sub.add_parser("classifier", help="AUC, sensitivity, specificity per source; ROC PNG")
