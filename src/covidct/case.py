@@ -129,23 +129,25 @@ def involvement(infected: np.ndarray, labels: np.ndarray, spacing_mm: tuple[floa
     """
     voxel_ml = float(np.prod(spacing_mm)) / 1000.0
     infected = np.asarray(infected, bool) & (labels > 0)
+    # One pass each: voxels per zone code (0 outside, 1..3 right, 4..6 left), and infected ones.
+    zones = lung_zones(labels)
+    total = np.bincount(zones.ravel(), minlength=7)
+    hit = np.bincount(zones[infected], minlength=7)
 
     def pct(part: int, whole: int) -> float:
         return round(100.0 * part / whole, 2) if whole else 0.0
 
-    lung_ml, inv = {}, {}
+    lung_ml, inv, zones_pct = {}, {}, {}
     for side, name in LUNG_SIDES.items():
-        lung = labels == side
-        lung_ml[name] = round(int(lung.sum()) * voxel_ml, 1)
-        inv[name] = pct(int((infected & lung).sum()), int(lung.sum()))
-    lung_ml["total"] = round(int((labels > 0).sum()) * voxel_ml, 1)
-    inv["total"] = pct(int(infected.sum()), int((labels > 0).sum()))
-    zones = lung_zones(labels)
-    zones_pct = {}
-    for side, name in LUNG_SIDES.items():
-        for k, zone in enumerate(ZONES[::-1]):  # report order: upper, middle, lower
-            code = 3 * (side - 1) + 3 - k
-            zones_pct[f"{name}_{zone}"] = pct(int((infected & (zones == code)).sum()), int((zones == code).sum()))
+        codes = slice(3 * (side - 1) + 1, 3 * side + 1)
+        lung_ml[name] = round(int(total[codes].sum()) * voxel_ml, 1)
+        inv[name] = pct(int(hit[codes].sum()), int(total[codes].sum()))
+        for k, zone in enumerate(ZONES):  # lower, middle, upper
+            code = 3 * (side - 1) + 1 + k
+            zones_pct[f"{name}_{zone}"] = pct(int(hit[code]), int(total[code]))
+    lung_ml["total"] = round(int(total[1:].sum()) * voxel_ml, 1)
+    inv["total"] = pct(int(hit[1:].sum()), int(total[1:].sum()))
+    zones_pct = {f"{name}_{zone}": zones_pct[f"{name}_{zone}"] for name in LUNG_SIDES.values() for zone in ZONES[::-1]}
     return Involvement(
         infection_volume_ml=round(int(infected.sum()) * voxel_ml, 2),
         lung_volume_ml=lung_ml,
