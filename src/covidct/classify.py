@@ -149,9 +149,9 @@ def slice_inputs(volume: Volume, lungs: LungMasks, indices: np.ndarray, lung_mas
     mask is zero, unless the lung model found (almost) no lung: a tightly cropped 2-D picture
     it fails on is then shown whole, as in training.
     """
-    box = lung_box(lungs.labels)
+    box = lung_box(lungs.footprint)
     x = model_input(volume.array[indices], volume.is_hu, box)
-    if lung_masked and lungs.labels.any(axis=0).mean() >= MIN_LUNG_FRACTION:
+    if lung_masked and lungs.footprint.mean() >= MIN_LUNG_FRACTION:
         x = x * lung_input_mask(lungs.labels[indices], box)
     return x
 

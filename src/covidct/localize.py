@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from covidct import classify
+from covidct import case, classify
 from covidct.lungs import LungMasks
 from covidct.models import weights as model_weights
 from covidct.volume import Volume
@@ -122,10 +122,9 @@ def localize(
     """
     model = model or classify.load_classifier()
     threshold = float(model.card["threshold"]) if threshold is None else threshold
-    positive = np.flatnonzero((1.0 - probabilities[:, 0]) >= threshold)
-    positive = positive[np.isin(positive, lungs.lung_slices)]
+    positive = case.positive_slices(probabilities, lungs.lung_slices, threshold)
     maps = np.zeros(volume.shape, dtype=np.float32)
-    box = classify.lung_box(lungs.labels)
+    box = classify.lung_box(lungs.footprint)
     masked = bool(model.card["input"].get("lung_masked", False))
     starts = range(0, len(positive), batch_size)
     for start in tqdm(starts, desc="localize", unit="batch", disable=None, leave=False):

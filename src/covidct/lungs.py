@@ -27,6 +27,7 @@ and left (2) lung in patient coordinates.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -73,6 +74,11 @@ class LungMasks:
     labels: np.ndarray
     volume_ml: dict[str, float]
     model: dict[str, str] = field(default_factory=dict)
+
+    @cached_property
+    def footprint(self) -> np.ndarray:
+        """(y, x) bool: where any slice has lung (crop boxes are drawn around it)."""
+        return self.labels.any(axis=0)
 
     @property
     def lung_slices(self) -> np.ndarray:
