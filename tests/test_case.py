@@ -61,3 +61,42 @@ def test_involvement_on_the_phantom(small_phantom):
     grown = case.involvement(np.ones_like(labels, bool), labels, spacing)
     assert grown.involvement_pct["total"] == 100.0
     assert all(grown.zones_pct[k] >= inv.zones_pct[k] for k in inv.zones_pct)
+
+
+def test_typed_involvement_counts_each_type_and_their_union():
+    labels = np.zeros((3, 4, 4), np.uint8)
+    labels[:, :, :2], labels[:, :, 2:] = 1, 2  # 24 voxels per lung
+    lesions = np.zeros_like(labels)
+    lesions[0, :2, 0] = 1  # 2 ground-glass voxels, right lung
+    lesions[1, :3, 3] = 2  # 3 consolidation voxels, left lung
+    lesions[2, 0, 0] = 2  # 1 consolidation voxel, right lung
+    lesions[:, 3, :] = np.where(labels[:, 3, :] > 0, lesions[:, 3, :], 0)
+    spacing = (20.0, 10.0, 5.0)  # 1 mL voxels
+    typed = case.typed_involvement(lesions, labels, spacing)
+    assert typed["ground_glass"].infection_volume_ml == 2.0
+    assert typed["consolidation"].infection_volume_ml == 4.0
+    assert typed["infection"].infection_volume_ml == 6.0
+    assert typed["consolidation"].involvement_pct == {"right": round(100 / 24, 2), "left": 12.5, "total": 8.33}
+    assert typed["infection"].involvement_pct["right"] == 12.5
+    # Zones: each lung spans 3 slices, one per third; slice 0 is the lower third.
+    assert typed["ground_glass"].zones_pct["right_lower"] == 25.0
+    assert typed["consolidation"].zones_pct["left_middle"] == 37.5
+    # The union equals involvement() of the binary mask.
+    assert typed["infection"] == case.involvement(lesions > 0, labels, spacing)
+
+
+def test_involvement_ignores_infection_outside_the_lungs():
+    labels = np.zeros((3, 4, 4), np.uint8)
+    labels[:, :2] = 1
+    inv = case.involvement(np.ones_like(labels, bool), labels, (10.0, 10.0, 10.0))
+    assert inv.infection_volume_ml == 24.0 and inv.involvement_pct["total"] == 100.0
+
+
+def test_zone_percentages_match_the_voxel_zones(small_phantom):
+    labels, infected = small_phantom.lungs, small_phantom.infection > 0
+    inv = case.involvement(infected, labels, small_phantom.volume.spacing_mm)
+    zones = case.lung_zones(labels)
+    names = ["right_lower", "right_middle", "right_upper", "left_lower", "left_middle", "left_upper"]
+    for code, name in enumerate(names, start=1):
+        expected = 100 * (infected & (zones == code)).sum() / (zones == code).sum()
+        assert inv.zones_pct[name] == pytest.approx(expected, abs=0.01), name

@@ -13,7 +13,8 @@ maps, lung labels); nothing here runs a network.
   weighted volume, not the volume of a segmentation.
 * Involvement: the maps thresholded at :data:`MAP_THRESHOLD` give an infection mask; its volume
   in mL and its share of each lung and of each lung's upper / middle / lower third (by the
-  lung's own extent along z) in percent.
+  lung's own extent along z) in percent. :func:`typed_involvement` gives the same figures for
+  the typed infection segmentation (any type, ground-glass, consolidation).
 """
 
 from __future__ import annotations
@@ -92,18 +93,37 @@ def corona_score_cm3(maps: np.ndarray, spacing_mm: tuple[float, float, float]) -
     return float(np.sum(maps, dtype=np.float64) * dz * dy * dx / 1000.0)
 
 
-def lung_zones(labels: np.ndarray) -> np.ndarray:
-    """Zone of every lung voxel: 1..3 for the right lung's lower, middle and upper third, 4..6
-    for the left lung's, 0 outside; thirds split the lung's own slice range along z."""
-    zones = np.zeros(labels.shape, dtype=np.uint8)
-    for side, offset in ((1, 0), (2, 3)):
-        slices = np.flatnonzero((labels == side).reshape(labels.shape[0], -1).any(axis=1))
+def slice_zones(lung_slices_by_side: np.ndarray) -> np.ndarray:
+    """Zone code of every slice for each lung.
+
+    Parameters
+    ----------
+    lung_slices_by_side : (2, z) bool
+        Whether the right (row 0) and the left (row 1) lung appear on each slice.
+
+    Returns
+    -------
+    (2, z) uint8: 1..3 for the right lung's lower, middle and upper third, 4..6 for the left
+    lung's, 0 where that lung is absent; thirds split each lung's own slice range along z.
+    """
+    present = np.asarray(lung_slices_by_side, bool)
+    codes = np.zeros(present.shape, dtype=np.uint8)
+    for row, offset in ((0, 0), (1, 3)):
+        slices = np.flatnonzero(present[row])
         if not len(slices):
             continue
         edges = np.linspace(slices[0], slices[-1] + 1, 4)
-        third = np.clip(np.searchsorted(edges, np.arange(labels.shape[0]), side="right") - 1, 0, 2)
-        zones += ((labels == side) * (offset + 1 + third)[:, None, None]).astype(np.uint8)
-    return zones
+        third = np.clip(np.searchsorted(edges, np.arange(present.shape[1]), side="right") - 1, 0, 2)
+        codes[row] = np.where(present[row], offset + 1 + third, 0)
+    return codes
+
+
+def lung_zones(labels: np.ndarray) -> np.ndarray:
+    """Zone of every lung voxel: 1..3 for the right lung's lower, middle and upper third, 4..6
+    for the left lung's, 0 outside (:func:`slice_zones` per voxel)."""
+    flat = labels.reshape(labels.shape[0], -1)
+    codes = slice_zones(np.stack([(flat == side).any(axis=1) for side in LUNG_SIDES]))
+    return np.select([labels == 1, labels == 2], [codes[0][:, None, None], codes[1][:, None, None]], 0).astype(np.uint8)
 
 
 @dataclass(frozen=True)
@@ -117,7 +137,7 @@ class Involvement:
 
 
 def involvement(infected: np.ndarray, labels: np.ndarray, spacing_mm: tuple[float, float, float]) -> Involvement:
-    """Infection volume and the percent of each lung (and zone) it covers.
+    """Infection volume and the percent of each lung (and zone, :func:`lung_zones`) it covers.
 
     Parameters
     ----------
@@ -127,12 +147,57 @@ def involvement(infected: np.ndarray, labels: np.ndarray, spacing_mm: tuple[floa
     labels : (z, y, x) lung labels, 1 right and 2 left
     spacing_mm : (z, y, x) voxel size
     """
+    counts = _zone_counts(labels, np.asarray(infected, bool).view(np.uint8), 2)
+    return _involvement(counts.sum(axis=1), counts[:, 1], spacing_mm)
+
+
+def typed_involvement(
+    infection: np.ndarray, labels: np.ndarray, spacing_mm: tuple[float, float, float]
+) -> dict[str, Involvement]:
+    """:func:`involvement` of a typed infection mask, for any infection and for each type.
+
+    Parameters
+    ----------
+    infection : (z, y, x) uint8: 0 none, 1 ground-glass, 2 consolidation
+    labels, spacing_mm : as for :func:`involvement`
+
+    Returns
+    -------
+    ``{"infection": ..., "ground_glass": ..., "consolidation": ...}``
+    """
+    counts = _zone_counts(labels, np.asarray(infection, np.uint8), 3)
+    total = counts.sum(axis=1)
+    return {
+        "infection": _involvement(total, counts[:, 1] + counts[:, 2], spacing_mm),
+        "ground_glass": _involvement(total, counts[:, 1], spacing_mm),
+        "consolidation": _involvement(total, counts[:, 2], spacing_mm),
+    }
+
+
+def _zone_counts(labels: np.ndarray, values: np.ndarray, n_values: int) -> np.ndarray:
+    """(7, n_values) voxel counts per zone code (0 outside, 1..3 right, 4..6 left) and value.
+
+    A zone is a lung's share of a range of slices, so the volume is counted slice by slice
+    (one uint8 code per voxel, a few vectorized counts) and the slice counts are summed by zone.
+    """
+    combined = labels.astype(np.uint8) * np.uint8(n_values) + np.minimum(values, n_values - 1).astype(np.uint8)
+    per_slice = np.stack([  # (side, value, z)
+        np.stack([np.count_nonzero(combined == side * n_values + v, axis=(1, 2)) for v in range(n_values)])
+        for side in LUNG_SIDES
+    ])
+    codes = slice_zones(per_slice.sum(axis=1) > 0)
+    counts = np.zeros((7, n_values), dtype=np.int64)
+    for row in range(2):
+        for v in range(n_values):
+            np.add.at(counts[:, v], codes[row], per_slice[row, v])
+    counts[0] = 0
+    return counts
+
+
+def _involvement(total: np.ndarray, hit: np.ndarray, spacing_mm: tuple[float, float, float]) -> Involvement:
+    """Involvement from voxel counts per zone code: all voxels (``total``) and infected ones
+    (``hit``); code 0 (outside the lungs) is ignored."""
     voxel_ml = float(np.prod(spacing_mm)) / 1000.0
-    infected = np.asarray(infected, bool) & (labels > 0)
-    # One pass each: voxels per zone code (0 outside, 1..3 right, 4..6 left), and infected ones.
-    zones = lung_zones(labels)
-    total = np.bincount(zones.ravel(), minlength=7)
-    hit = np.bincount(zones[infected], minlength=7)
 
     def pct(part: int, whole: int) -> float:
         return round(100.0 * part / whole, 2) if whole else 0.0
@@ -149,7 +214,7 @@ def involvement(infected: np.ndarray, labels: np.ndarray, spacing_mm: tuple[floa
     inv["total"] = pct(int(hit[1:].sum()), int(total[1:].sum()))
     zones_pct = {f"{name}_{zone}": zones_pct[f"{name}_{zone}"] for name in LUNG_SIDES.values() for zone in ZONES[::-1]}
     return Involvement(
-        infection_volume_ml=round(int(infected.sum()) * voxel_ml, 2),
+        infection_volume_ml=round(int(hit[1:].sum()) * voxel_ml, 2),
         lung_volume_ml=lung_ml,
         involvement_pct=inv,
         zones_pct=zones_pct,
