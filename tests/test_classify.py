@@ -62,3 +62,18 @@ def test_classify_slices_separates_infected_slices(p001):
     assert roc_auc(1 - probs[lung, 0], infected[lung]) >= 0.75
     # Infected slices of the COVID-19 study lean to COVID-19 rather than CAP.
     assert probs[infected, 1].mean() > probs[infected, 2].mean()
+
+
+def test_lung_input_mask_dilates_like_a_4_connected_binary_dilation():
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(0)
+    mask = np.zeros((3, 300, 300), np.uint8)
+    mask[:, 60:240, 40:140] = rng.random((3, 180, 100)) > 0.7
+    box = classify.lung_box(mask)
+    got = classify.lung_input_mask(mask, box, dilate_px=4)[:, 0].numpy() > 0
+    base = classify.lung_input_mask(mask, box, dilate_px=0)[:, 0].numpy() > 0
+    structure = ndi.generate_binary_structure(3, 1)
+    structure[0] = structure[2] = False
+    assert np.array_equal(got, ndi.binary_dilation(base, structure, iterations=4))
+    assert got.sum() > base.sum()

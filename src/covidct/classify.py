@@ -83,7 +83,8 @@ def lung_box(lung_mask: np.ndarray, margin: float = BOX_MARGIN) -> Box:
 
 
 def crop(slices: np.ndarray, box: Box) -> np.ndarray:
-    """Cut ``box`` out of (n, y, x) slices, padding with each slice's minimum outside them."""
+    """Cut ``box`` out of (n, y, x) slices, padding with each slice's minimum outside them;
+    float32 (only the box is converted)."""
     y0, y1, x0, x1 = box
     n, height, width = slices.shape
     out = np.empty((n, y1 - y0, x1 - x0), dtype=np.float32)
@@ -94,7 +95,7 @@ def crop(slices: np.ndarray, box: Box) -> np.ndarray:
     return out
 
 
-def model_input(slices: np.ndarray, is_hu: bool, box: Box) -> torch.Tensor:
+def model_input(slices: np.ndarray, is_hu: bool, box: Box, size: int = INPUT_SIZE) -> torch.Tensor:
     """Map slices into the classifier's input domain (see module docstring).
 
     Parameters
@@ -103,41 +104,43 @@ def model_input(slices: np.ndarray, is_hu: bool, box: Box) -> torch.Tensor:
         HU when ``is_hu``, 8-bit (or other) intensities otherwise.
     is_hu : bool
     box : crop box from :func:`lung_box`
+    size : int
+        Side of the output (224 for the classifier; the infection model uses the same domain at
+        256).
 
     Returns
     -------
-    (n, 1, 224, 224) float32 tensor in [0, 1].
+    (n, 1, size, size) float32 tensor in [0, 1].
     """
-    x = crop(np.asarray(slices, dtype=np.float32), box)
+    x = crop(np.asarray(slices), box)
     if is_hu:
         x = apply_window(x, "lung")
-    t = resize_slices(torch.from_numpy(x)[:, None], (INPUT_SIZE, INPUT_SIZE))
+    t = resize_slices(torch.from_numpy(x)[:, None], (size, size))
     return torch.from_numpy(minmax_clahe(t[:, 0].numpy()))[:, None]
 
 
 def lung_input_mask(lung_mask: np.ndarray, box: Box, dilate_px: int = LUNG_MASK_DILATION_PX) -> torch.Tensor:
     """The lung mask of (n, y, x) slices in model-input coordinates: cropped like the image,
-    resized to 224 x 224 and dilated by ``dilate_px``; (n, 1, 224, 224) float32 of 0/1."""
-    from scipy import ndimage as ndi
-
-    m = crop(np.asarray(lung_mask > 0, dtype=np.float32), box)
-    t = resize_slices(torch.from_numpy(m)[:, None], (INPUT_SIZE, INPUT_SIZE)) > 0.25
-    structure = ndi.generate_binary_structure(3, 1)
-    structure[0] = structure[2] = False  # in-plane only
-    out = ndi.binary_dilation(t[:, 0].numpy(), structure, iterations=dilate_px) if dilate_px else t[:, 0].numpy()
-    return torch.from_numpy(out.astype(np.float32))[:, None]
+    resized to 224 x 224 and dilated by ``dilate_px`` (in-plane, 4-connected: a diamond of that
+    radius); (n, 1, 224, 224) float32 of 0/1."""
+    m = crop(np.asarray(lung_mask) > 0, box)
+    t = (resize_slices(torch.from_numpy(m)[:, None], (INPUT_SIZE, INPUT_SIZE)) > 0.25).float()
+    for _ in range(dilate_px):  # one step of a 3 x 3 cross: the max of a 1 x 3 and a 3 x 1 window
+        t = torch.maximum(F.max_pool2d(t, (1, 3), stride=1, padding=(0, 1)),
+                          F.max_pool2d(t, (3, 1), stride=1, padding=(1, 0)))
+    return t
 
 
 def predict_probabilities(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 32) -> np.ndarray:
     """Softmax class probabilities (n, 3) for prepared inputs (n, 1, 224, 224)."""
     channels = getattr(model, "in_channels", 1)
     out = []
-    with torch.inference_mode():
+    with model_weights.inference():
         for start in range(0, len(x), batch_size):
             batch = x[start : start + batch_size]
             if channels != 1:
                 batch = batch.expand(-1, channels, -1, -1)
-            out.append(F.softmax(model(batch).float(), dim=1))
+            out.append(F.softmax(model(model_weights.channels_last(batch)).float(), dim=1))
     return torch.cat(out).numpy() if out else np.zeros((0, len(CLASSES)), dtype=np.float32)
 
 

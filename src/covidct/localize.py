@@ -61,8 +61,8 @@ def gradcam(model: nn.Module, x: torch.Tensor, layers: tuple[str, ...] = GRADCAM
             for name in layers
         ]
         try:
-            with torch.enable_grad():
-                inp = x.expand(-1, network.in_channels, -1, -1).detach()
+            with torch.enable_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=model_weights.bf16_inference()):
+                inp = model_weights.channels_last(x.expand(-1, network.in_channels, -1, -1).detach())
                 log_p = F.log_softmax(network(inp).float(), dim=1)
                 score = torch.log1p(-log_p[:, 0].exp().clamp(max=1 - 1e-6))  # log p_abnormal
                 grads = torch.autograd.grad(score.sum(), [acts[name] for name in layers])
@@ -70,7 +70,7 @@ def gradcam(model: nn.Module, x: torch.Tensor, layers: tuple[str, ...] = GRADCAM
             for h in hooks:
                 h.remove()
         for name, grad in zip(layers, grads):
-            act = acts[name].detach()
+            act, grad = acts[name].detach().float(), grad.float()
             cam = F.relu((grad.mean(dim=(2, 3), keepdim=True) * act).sum(dim=1))
             cam = F.interpolate(cam[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
             per_layer[name] += _normalize(cam)
@@ -81,8 +81,8 @@ def gradcam(model: nn.Module, x: torch.Tensor, layers: tuple[str, ...] = GRADCAM
 
 
 def uncrop(maps: np.ndarray, box: classify.Box, shape: tuple[int, int]) -> np.ndarray:
-    """Put (n, 224, 224) maps back into slices of ``shape`` (y, x): the inverse of the lung-box
-    crop and resize in :func:`covidct.classify.model_input`; zero outside the box."""
+    """Put (n, s, s) maps back into slices of ``shape`` (y, x): the inverse of the lung-box
+    crop and resize in :func:`covidct.classify.model_input` (bilinear); zero outside the box."""
     y0, y1, x0, x1 = box
     side = y1 - y0
     height, width = shape

@@ -36,6 +36,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from covidct.models import weights as model_weights
+from covidct.parallel import thread_map
 from covidct.volume import Volume
 from covidct.windowing import minmax_clahe
 
@@ -138,8 +139,8 @@ def predict_probability(
     starts = range(0, n, batch_size)
     for start in tqdm(starts, desc="lungs", unit="batch", disable=None if progress else True, leave=False):
         batch = model_input(slices[start : start + batch_size], is_hu)
-        with torch.inference_mode():
-            prob = torch.sigmoid(model(batch))
+        with model_weights.inference():
+            prob = torch.sigmoid(model(model_weights.channels_last(batch)).float())
         out[start : start + batch_size] = resize_slices(prob, (height, width))[:, 0].numpy()
     return out
 
@@ -171,10 +172,13 @@ def body_mask(hu: np.ndarray) -> np.ndarray:
     factor = max(1, min(hu.shape[1:]) // LOWRES)
     air = hu[:, ::factor, ::factor] < -500
     outside = np.zeros(air.shape, dtype=bool)
-    for k in range(air.shape[0]):
+
+    def one(k: int) -> None:
         lab, _ = ndi.label(air[k])
         border = np.unique(np.r_[lab[0], lab[-1], lab[:, 0], lab[:, -1]])
         outside[k] = np.isin(lab, border[border > 0])
+
+    thread_map(one, range(air.shape[0]))
     return upsample(~outside, factor, hu.shape)
 
 
@@ -235,14 +239,21 @@ def fill_small_holes(mask: np.ndarray, max_area_px: float) -> np.ndarray:
     """Fill, slice by slice, enclosed holes up to ``max_area_px`` pixels (vessels, lesions),
     but not large enclosed structures such as a diaphragm dome cut across."""
     out = mask.copy()
-    for k in range(mask.shape[0]):
-        if not mask[k].any():
-            continue
-        holes = ndi.binary_fill_holes(mask[k]) & ~mask[k]
+
+    def one(k: int) -> None:
+        rows, cols = np.flatnonzero(mask[k].any(axis=1)), np.flatnonzero(mask[k].any(axis=0))
+        if not len(rows):
+            return
+        # Holes lie inside the mask's bounding box: work on it (same result, a few times faster).
+        box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+        part = mask[k][box]
+        holes = ndi.binary_fill_holes(part) & ~part
         lab, n = ndi.label(holes)
         if n:
             small = np.flatnonzero(np.bincount(lab.ravel())[1:] <= max_area_px) + 1
-            out[k] |= np.isin(lab, small)
+            out[k][box] |= np.isin(lab, small)
+
+    thread_map(one, range(mask.shape[0]))  # SciPy releases the GIL: slices in parallel
     return out
 
 
@@ -256,15 +267,18 @@ def add_aerated_lung(mask: np.ndarray, hu: np.ndarray, body: np.ndarray) -> np.n
     by the mask, and are not added.
     """
     out = mask.copy()
-    for k in range(mask.shape[0]):
+
+    def one(k: int) -> None:
         if not mask[k].any():
-            continue
+            return
         lab, n = ndi.label((hu[k] < AERATED_HU) & body[k])
         if n:
             area = np.bincount(lab.ravel(), minlength=n + 1)
             covered = np.bincount(lab[mask[k]], minlength=n + 1)
             lung = np.flatnonzero(covered >= MIN_COVERED_FRACTION * area)
             out[k] |= np.isin(lab, lung[lung > 0])
+
+    thread_map(one, range(mask.shape[0]))
     return out
 
 

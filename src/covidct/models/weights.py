@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -40,6 +42,35 @@ class LoadedModel:
     @property
     def sha256(self) -> str:
         return str(self.card["sha256"])
+
+
+def bf16_inference() -> bool:
+    """Whether networks run under bfloat16 autocast: on CPUs with native bf16 (AVX-512 BF16 /
+    AMX, where it is 2-4x faster) unless ``COVIDCT_BF16=0``; ``COVIDCT_BF16=1`` forces it.
+    Weights stay float32; benchmarks/speed.py shows the metrics it changes."""
+    setting = os.environ.get("COVIDCT_BF16", "")
+    if setting in ("0", "1"):
+        return setting == "1"
+    try:  # the check torch's own tests use; absent from some builds
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+@contextmanager
+def inference() -> Iterator[None]:
+    """No-gradient inference, under bfloat16 autocast when :func:`bf16_inference` says so.
+
+    Validation metrics of every shipped network stay within 0.5 % of float32 under it
+    (benchmarks/README.md, "Speed"); slices whose score sits at a threshold can cross it.
+    """
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16_inference()):
+        yield
+
+
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """A 4-D batch in the channels-last memory layout the loaded networks use (same values)."""
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 def sha256_of(path: str | os.PathLike[str]) -> str:
@@ -137,4 +168,35 @@ def load(name_or_path: str | os.PathLike[str], expect_input: dict[str, Any] | No
     state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(tensors)).items()}
     model.load_state_dict(state, strict=True)
     model.eval()
+    fuse_batchnorm(model)
+    # Channels-last: oneDNN's convolutions run 1.6-1.9x faster on it on CPU, in float32 too
+    # (benchmarks/README.md, "Speed"); inputs go through channels_last() to match.
+    model.to(memory_format=torch.channels_last)
     return LoadedModel(model=model, card=card)
+
+
+def fuse_batchnorm(model: nn.Module) -> nn.Module:
+    """Fold each eval-mode BatchNorm2d into the Conv2d whose output it normalizes (the same
+    function, one layer fewer to run); the BatchNorm becomes an Identity. In place.
+
+    Pairs are a Conv2d directly followed by a BatchNorm2d in an ``nn.Sequential``, and the
+    ``convN`` / ``bnN`` attributes of covidct's ResNet blocks and stem, which apply
+    ``bnN(convN(x))``.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    pairs: list[tuple[nn.Module, str, str]] = []
+    for module in model.modules():
+        children = dict(module.named_children())
+        if isinstance(module, nn.Sequential):
+            names = list(children)
+            candidates = list(zip(names, names[1:]))
+        else:
+            candidates = [(n, "bn" + n[4:]) for n in children if n.startswith("conv") and n[4:].isdigit()]
+        for conv, bn in candidates:
+            if isinstance(children.get(conv), nn.Conv2d) and isinstance(children.get(bn), nn.BatchNorm2d):
+                pairs.append((module, conv, bn))
+    for module, conv, bn in pairs:
+        setattr(module, conv, fuse_conv_bn_eval(getattr(module, conv), getattr(module, bn)))
+        setattr(module, bn, nn.Identity())
+    return model

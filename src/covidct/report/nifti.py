@@ -47,8 +47,9 @@ def write_nifti(array: np.ndarray, geometry: Geometry, path: str | os.PathLike[s
     back = ornt_transform(CANONICAL_ORNT, geometry.source_ornt)
     source_array = apply_orientation(array, back)
     source_affine = geometry.affine @ inv_ornt_aff(back, array.shape)
-    # covidct (z, y, x) -> NIfTI (i, j, k) = (x, y, z)
-    data = np.ascontiguousarray(np.transpose(source_array, (2, 1, 0)))
+    # covidct (z, y, x) -> NIfTI (i, j, k) = (x, y, z). NIfTI stores i fastest, which is the
+    # memory order of a C-ordered (z, y, x) array: the transposed view is written without a copy.
+    data = np.transpose(source_array, (2, 1, 0))
     affine = LPS_TO_RAS @ source_affine[:, [2, 1, 0, 3]]
     img = nib.Nifti1Image(data, affine)
     img.set_qform(affine, code=1)
