@@ -7,7 +7,8 @@ Public API (more stages join as they are built)::
     lung = covidct.apply_window(vol.array, "lung")
     masks = covidct.segment_lungs(vol)     # LungMasks: labels 1 right / 2 left, volume_ml
     probs = covidct.classify_slices(vol, masks)  # (z, 3): Normal, COVID-19, CAP
-    result = covidct.analyze(vol)          # Analysis: lungs, probabilities, maps, decision, scores
+    lesions = covidct.segment_infection(vol, masks)  # (z, y, x): 0 none, 1 ground-glass, 2 consolidation
+    result = covidct.analyze(vol)          # Analysis: lungs, probabilities, maps, infection, scores
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ _LAZY = {
     "LungMasks": "covidct.lungs",
     "classify_slices": "covidct.classify",
     "CLASSES": "covidct.classify",
+    "segment_infection": "covidct.infection",
     "analyze": "covidct.pipeline",
     "Analysis": "covidct.pipeline",
 }
@@ -61,6 +63,7 @@ __all__ = [
     "apply_window",
     "classify_slices",
     "load",
+    "segment_infection",
     "segment_lungs",
     "stack_windows",
     "window",

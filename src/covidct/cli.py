@@ -162,8 +162,11 @@ def _print_summary(report: dict[str, Any], out: Path) -> None:
     print(f"Corona score {s['corona_score_cm3']:.1f} cm3; infection {s['infection_volume_ml']:.1f} mL; "
           f"lungs R {s['lung_volume_ml']['right']:.0f} / L {s['lung_volume_ml']['left']:.0f} mL; involved "
           f"R {s['involvement_pct']['right']:.1f} % / L {s['involvement_pct']['left']:.1f} %")
-    print(f"wrote {out}/report.html, report.json, lungs.nii.gz, localization.nii.gz, overview3d.png "
-          f"in {report['timing_s']['total']:.1f} s")
+    gg, cons = s["infection_by_type_ml"]["ground_glass"], s["infection_by_type_ml"]["consolidation"]
+    print(f"segmented: ground-glass {gg:.1f} mL, consolidation {cons:.1f} mL; involved "
+          f"R {s['segmentation_involvement_pct']['right']:.1f} % / L {s['segmentation_involvement_pct']['left']:.1f} %")
+    print(f"wrote {out}/report.html, report.json, lungs.nii.gz, localization.nii.gz, infection.nii.gz, "
+          f"overview3d.png in {report['timing_s']['total']:.1f} s")
     for warning in report["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)
 
@@ -317,6 +320,41 @@ def cmd_evaluate_classifier(args: argparse.Namespace) -> int:
             print(f"{source:<12} {row['slices']:4d} slices  AUC abnormal {auc}  sensitivity {row['sensitivity']}"
                   f"  specificity {row['specificity']}{extra}")
         print(f"threshold {result['threshold']}; wrote {args.out}/classifier_metrics.json and classifier_roc.png")
+    return 0
+
+
+def cmd_train_infection(args: argparse.Namespace) -> int:
+    import torch
+
+    from covidct.train import infection as train_infection
+
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    card = train_infection.train(**_training_kwargs(args), width=args.width)
+    _print_training_result(args.out, card)
+    return 0
+
+
+def cmd_evaluate_infection(args: argparse.Namespace) -> int:
+    from covidct import infection
+    from covidct.train import infection as train_infection
+    from covidct.train.data import default_data_dir, load_medseg, load_zenodo20
+
+    data = args.data or default_data_dir()
+    model = _load_model(infection.load_infection_model, args.weights)
+    _, medseg_val = train_infection.split_medseg(load_medseg(data))
+    metrics = train_infection.evaluate(model.model, medseg_val, load_zenodo20(data, ("val",)))
+    metrics.update(model=model.name, sha256=model.sha256)
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        m = metrics["medseg"]
+        for name in ("infection", "ground_glass", "consolidation"):
+            mean, pooled = m["dice_mean_per_image"][name], m["dice_pooled"][name]
+            print(f"medseg val ({m['n_images_with_class'][name]:2d} images) {name:<14} dice per image "
+                  f"{'n/a' if mean is None else f'{mean:.4f}'}  pooled {'n/a' if pooled is None else f'{pooled:.4f}'}")
+        for case, d in metrics["zenodo20"]["dice_infection_per_case"].items():
+            print(f"zenodo20 {case:<28} infection dice {d:.4f}")
+        print(f"zenodo20 mean over cases{'':<13} infection dice {metrics['zenodo20']['dice_infection_mean']:.4f}")
     return 0
 
 
@@ -495,6 +533,20 @@ def build_parser() -> argparse.ArgumentParser:
                     help="covid_ct_md study to evaluate on (default: those the model card says it did not train on)")
     ec.add_argument("--json", action="store_true", help="print one JSON object")
     ec.set_defaults(func=cmd_evaluate_classifier)
+
+    ti = train_sub.add_parser("infection", help="the infection U-Net (ground-glass / consolidation)")
+    _add_training_arguments(ti, "infection", epochs=50, batch_size=16, lr=3e-3)
+    ti.add_argument("--arch", choices=["UNet"], default="UNet", help="network (default UNet)")
+    ti.add_argument("--width", choices=["compact", "wide"], default="compact",
+                    help="channels per level: compact 8-128 (default), wide 16-256 (4x the compute)")
+    ti.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    ti.set_defaults(func=cmd_train_infection)
+
+    ei = ev_sub.add_parser("infection", help="infection Dice (binary, ground-glass, consolidation) per source")
+    ei.add_argument("--data", help="shared data folder (default $COVIDCT_DATA or ../shared/data)")
+    ei.add_argument("--weights", help="model card (.json); default the shipped infection model")
+    ei.add_argument("--json", action="store_true", help="print one JSON object")
+    ei.set_defaults(func=cmd_evaluate_infection)
 
     cl = sub.add_parser(
         "classify",

@@ -1,4 +1,5 @@
-"""The pipeline: lungs -> slice probabilities -> localization -> case results, on one CT.
+"""The pipeline: lungs -> slice probabilities -> localization -> case results, and the typed
+infection segmentation beside them, on one CT.
 
 :func:`analyze` chains the stages in the order of the data flow and returns one
 :class:`Analysis`; it reads and writes nothing (``covidct.report`` turns an Analysis into files).
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from covidct import case, classify, localize, lungs
+from covidct import case, classify, infection, localize, lungs
 from covidct.models import weights as model_weights
 from covidct.volume import Volume
 
@@ -24,8 +25,9 @@ LOCALIZATION_CAVEAT = (
     "heat maps, Corona score and infection volume come from Grad-CAM maps that, on validation data, "
     "do not coincide with the infection: do not read them as lesion outlines or lesion volume"
 )
-#: Stages timed (report.json ``timing_s``); "localize" includes the case decision and scores.
-STAGES = ("lungs", "classify", "localize")
+#: Stages timed (report.json ``timing_s``); "localize" includes the case decision and Corona
+#: score, "infection" the segmentation and its volumes.
+STAGES = ("lungs", "classify", "localize", "infection")
 
 
 @dataclass(frozen=True, eq=False)
@@ -41,6 +43,8 @@ class Analysis:
     decision : the case decision and diagnosis
     corona_score_cm3 : the published Corona score
     involvement : infection volume and percent of each lung and zone (maps >= case.MAP_THRESHOLD)
+    infection : (z, y, x) uint8 segmentation: 0 none, 1 ground-glass, 2 consolidation
+    infection_involvement : :func:`covidct.case.typed_involvement` of ``infection``
     models : name and sha256 of the weights used, by stage
     timing_s : seconds per stage
     warnings : what the user should know about this result
@@ -53,6 +57,8 @@ class Analysis:
     decision: case.CaseDecision
     corona_score_cm3: float
     involvement: case.Involvement
+    infection: np.ndarray
+    infection_involvement: dict[str, case.Involvement]
     models: dict[str, dict[str, str]]
     timing_s: dict[str, float]
     warnings: tuple[str, ...]
@@ -67,6 +73,7 @@ def analyze(
     volume: Volume,
     lung_model: model_weights.LoadedModel | None = None,
     classifier: model_weights.LoadedModel | None = None,
+    infection_model: model_weights.LoadedModel | None = None,
     on_stage: Callable[[str], None] | None = None,
 ) -> Analysis:
     """Run the method on a volume.
@@ -75,7 +82,7 @@ def analyze(
     ----------
     volume : Volume
         A CT in HU (2-D images work, with a warning: no volumes from one picture).
-    lung_model, classifier : LoadedModel, optional
+    lung_model, classifier, infection_model : LoadedModel, optional
         Default to the shipped weights.
     on_stage : callable, optional
         Called with each stage's name from :data:`STAGES` when it finishes (progress bars).
@@ -119,6 +126,13 @@ def analyze(
     timing["localize"] = time.perf_counter() - start
     done("localize")
 
+    start = time.perf_counter()
+    infection_model = infection_model or infection.load_infection_model()
+    lesions = infection.segment_infection(volume, masks, infection_model)
+    typed = case.typed_involvement(lesions, masks.labels, volume.spacing_mm)
+    timing["infection"] = time.perf_counter() - start
+    done("infection")
+
     return Analysis(
         volume=volume,
         lungs=masks,
@@ -127,7 +141,13 @@ def analyze(
         decision=decision,
         corona_score_cm3=round(score, 2),
         involvement=involved,
-        models={"lungs": dict(masks.model), "classifier": {"name": classifier.name, "sha256": classifier.sha256}},
+        infection=lesions,
+        infection_involvement=typed,
+        models={
+            "lungs": dict(masks.model),
+            "classifier": {"name": classifier.name, "sha256": classifier.sha256},
+            "infection": {"name": infection_model.name, "sha256": infection_model.sha256},
+        },
         timing_s={k: round(v, 3) for k, v in timing.items()},
         warnings=tuple(warnings),
     )

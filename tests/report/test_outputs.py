@@ -15,7 +15,10 @@ SCHEMA_KEYS = {
     "decision": {"label", "diagnosis", "probabilities", "positive_slices", "lung_slices", "positive_slice_ratio",
                  "threshold"},
     "scores": {"corona_score_cm3", "infection_volume_ml", "infection_by_type_ml", "lung_volume_ml", "involvement_pct",
-               "zones_pct"},
+               "zones_pct"} | {
+        # added (DESIGN: "Fields may be added"): the typed segmentation's involvement
+        "segmentation_volume_ml", "segmentation_involvement_pct", "segmentation_zones_pct", "infection_by_type_pct",
+    },
     "outputs": {"html", "lungs", "localization", "infection", "overview_png"},
     "timing_s": {"load", "lungs", "classify", "localize", "infection", "report", "total"},
 }
@@ -30,8 +33,12 @@ def test_report_folder_matches_the_design_schema(analysis, tmp_path):
     out = tmp_path / "report"
     report = outputs.write_report(analysis, out, load_s=0.5)
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["report.json", "report.html", "lungs.nii.gz", "localization.nii.gz", "overview3d.png"]
+        ["report.json", "report.html", "lungs.nii.gz", "localization.nii.gz", "infection.nii.gz", "overview3d.png"]
     )
+    assert report["models"]["infection"]["name"] == "infection"
+    by_type = report["scores"]["infection_by_type_ml"]
+    assert by_type["ground_glass"] + by_type["consolidation"] == pytest.approx(
+        report["scores"]["segmentation_volume_ml"], abs=0.02)
     on_disk = json.loads((out / "report.json").read_text())
     assert on_disk == report and report["schema"] == "covidct.report/1"
     for section, keys in SCHEMA_KEYS.items():

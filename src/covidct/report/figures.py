@@ -119,6 +119,37 @@ def heatmap_overlay(slice_: np.ndarray, heat: np.ndarray, labels: np.ndarray, is
     return rgb.round().astype(np.uint8)
 
 
+#: Lesion colours in :func:`lesion_overlay`: ground-glass yellow, consolidation red.
+LESION_COLOURS = {1: (255, 210, 0), 2: (230, 30, 30)}
+
+
+def lesion_overlay(slice_: np.ndarray, infection: np.ndarray, labels: np.ndarray, is_hu: bool, alpha: float = 0.45) -> np.ndarray:
+    """RGB image of a slice (lung window) with the segmented lesions over it.
+
+    Parameters
+    ----------
+    slice_ : (y, x) HU or intensities
+    infection : (y, x) labels: 1 ground-glass (yellow), 2 consolidation (red)
+    labels : (y, x) lung labels; lungs are outlined in their colours
+    is_hu : bool
+    alpha : opacity of the lesion colours
+
+    Returns
+    -------
+    (y, x, 3) uint8
+    """
+    gray = display_slice(slice_, is_hu).astype(np.float32)
+    rgb = np.repeat(gray[..., None], 3, axis=2)
+    for label, colour in LESION_COLOURS.items():
+        inside = infection == label
+        rgb[inside] = (1 - alpha) * rgb[inside] + alpha * np.array(colour, np.float32)
+    for label, lung_colour in LUNG_COLOURS.items():
+        inside = labels == label
+        edge = inside & ~ndi.binary_erosion(inside, iterations=max(1, round(labels.shape[0] / 256)))
+        rgb[edge] = lung_colour
+    return rgb.round().astype(np.uint8)
+
+
 def probability_curve(
     z_mm: np.ndarray, p_abnormal: np.ndarray, lung: np.ndarray, threshold: float
 ) -> Figure:
@@ -162,16 +193,17 @@ def overview_3d(
     spacing = (float(spacing_mm[0]), float(spacing_mm[1]) * step, float(spacing_mm[2]) * step)
     fig = Figure(figsize=(6, 6))
     ax = fig.add_subplot(projection="3d")
+    # (volume, colour, opacity, marching-cubes step): the translucent lungs need no fine mesh.
     layers = [
-        ((labels[:, ::step, ::step] > 0).astype(np.float32), (0.55, 0.7, 0.95), 0.12),
-        (np.asarray(infected, np.float32)[:, ::step, ::step], (0.9, 0.1, 0.1), 0.8),
+        ((labels[:, ::step, ::step] > 0).astype(np.float32), (0.55, 0.7, 0.95), 0.12, 2),
+        (np.asarray(infected, np.float32)[:, ::step, ::step], (0.9, 0.1, 0.1), 0.8, 1),
     ]
     extent = np.array(labels[:, ::step, ::step].shape) * spacing
-    for volume, colour, alpha in layers:
+    for volume, colour, alpha, mesh_step in layers:
         smooth = ndi.gaussian_filter(volume, sigma=1.0)
         if smooth.max() < 0.5 or smooth.shape[0] < 2:
             continue
-        verts, faces, _, _ = marching_cubes(np.pad(smooth, 1), level=0.5, spacing=spacing)
+        verts, faces, _, _ = marching_cubes(np.pad(smooth, 1), level=0.5, spacing=spacing, step_size=mesh_step)
         verts -= np.array(spacing)  # undo the padding
         # Axes: x patient right -> left, y anterior -> posterior, z inferior -> superior.
         mesh = Poly3DCollection(verts[faces][:, :, [2, 1, 0]], facecolor=colour, edgecolor="none", alpha=alpha)

@@ -46,8 +46,12 @@ def render(report: dict[str, Any], key_slices: list[tuple[str, bytes]], curve_pn
         _row("infection volume (map ≥ 0.5)", f"{s['infection_volume_ml']:.1f} mL"),
         _row("lung volume", f"right {s['lung_volume_ml']['right']:.0f} mL, left {s['lung_volume_ml']['left']:.0f} mL, "
              f"total {s['lung_volume_ml']['total']:.0f} mL"),
-        _row("lung involved", f"right {s['involvement_pct']['right']:.1f} %, left {s['involvement_pct']['left']:.1f} %, "
-             f"total {s['involvement_pct']['total']:.1f} %"),
+        _row("lung involved (map ≥ 0.5)", f"right {s['involvement_pct']['right']:.1f} %, "
+             f"left {s['involvement_pct']['left']:.1f} %, total {s['involvement_pct']['total']:.1f} %"),
+        _row("segmented infection", f"ground-glass {s['infection_by_type_ml']['ground_glass']:.1f} mL, "
+             f"consolidation {s['infection_by_type_ml']['consolidation']:.1f} mL, total {s['segmentation_volume_ml']:.1f} mL"),
+        _row("lung involved (segmentation)", f"right {s['segmentation_involvement_pct']['right']:.1f} %, "
+             f"left {s['segmentation_involvement_pct']['left']:.1f} %, total {s['segmentation_involvement_pct']['total']:.1f} %"),
     ])
     study = "".join([
         _row("input", i["path"]), _row("format", i["format"]), _row("patient id", i["patient_id"] or "—"),
@@ -73,7 +77,7 @@ body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px;
 table {{ border-collapse: collapse; margin: .5em 0 1.2em; }}
 th, td {{ text-align: left; padding: .25em .8em; border-bottom: 1px solid #ddd; vertical-align: top; }}
 .grid td {{ text-align: right; }}
-figure {{ display: inline-block; margin: .4em; }} figure img {{ width: 320px; image-rendering: auto; }}
+figure {{ display: inline-block; margin: .4em; }} figure img {{ width: 640px; image-rendering: auto; }}
 img.wide {{ max-width: 100%; }}
 </style></head><body>
 <h1>covidct report</h1>
@@ -81,8 +85,10 @@ img.wide {{ max-width: 100%; }}
 <p class="verdict {d['label']}">{html.escape(verdict)} — {html.escape(d['diagnosis'])}</p>
 {f'<h2>Warnings</h2><ul>{warnings}</ul>' if warnings else ''}
 <h2>Summary</h2><table>{summary}</table>
-<h3>Involvement by zone (percent of each zone)</h3>{_pct_table(s['zones_pct'])}
-<h2>Key slices</h2><p>Fine-grained Grad-CAM heat map over the lung window; lungs outlined (red right, blue left).</p>
+<h3>Involvement by zone (percent of each zone): Grad-CAM maps ≥ 0.5</h3>{_pct_table(s['zones_pct'])}
+<h3>Involvement by zone (percent of each zone): infection segmentation</h3>{_pct_table(s['segmentation_zones_pct'])}
+<h2>Key slices</h2><p>Left: fine-grained Grad-CAM heat map over the lung window. Right: segmented lesions,
+ground-glass yellow, consolidation red. Lungs outlined (red right, blue left).</p>
 {figures}
 <h2>Probability of abnormality per slice</h2><img class="wide" src="{data_uri(curve_png)}" alt="per-slice probability curve">
 <h2>3-D overview</h2><img src="{data_uri(overview_png)}" alt="3-D overview: lungs translucent, infection red" width="480">

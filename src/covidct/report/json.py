@@ -26,9 +26,14 @@ def report_dict(
     outputs : file names written beside report.json (``html``, ``lungs``, ...; None if absent)
     timing_s : seconds per stage, including ``load``, ``report`` and ``total`` (None: stage not built)
 
-    Fields of stages not built yet (the typed infection segmentation) are null.
+    ``scores`` holds the DESIGN fields plus, from the typed segmentation,
+    ``segmentation_volume_ml`` (ground-glass + consolidation), ``segmentation_involvement_pct``
+    and ``segmentation_zones_pct`` (any type), and ``infection_by_type_pct`` (each type, per
+    lung); ``infection_volume_ml``, ``involvement_pct`` and ``zones_pct`` stay the Grad-CAM
+    ones (maps >= 0.5), next to the Corona score.
     """
     vol, d, inv = analysis.volume, analysis.decision, analysis.involvement
+    typed = analysis.infection_involvement
     meta = vol.meta
     area_mm2 = lung_area_mm2(analysis.lungs.labels, vol.spacing_mm)
     positive = set(analysis.positive.tolist())
@@ -57,7 +62,7 @@ def report_dict(
             "shape_zyx": list(vol.shape),
             "spacing_mm_zyx": [round(float(s), 6) for s in vol.spacing_mm],
         },
-        "models": {**analysis.models, "infection": None},
+        "models": analysis.models,
         "decision": {
             "label": d.label,
             "diagnosis": d.diagnosis,
@@ -70,10 +75,14 @@ def report_dict(
         "scores": {
             "corona_score_cm3": analysis.corona_score_cm3,
             "infection_volume_ml": inv.infection_volume_ml,
-            "infection_by_type_ml": {"ground_glass": None, "consolidation": None},
+            "infection_by_type_ml": {k: typed[k].infection_volume_ml for k in ("ground_glass", "consolidation")},
             "lung_volume_ml": inv.lung_volume_ml,
             "involvement_pct": inv.involvement_pct,
             "zones_pct": inv.zones_pct,
+            "segmentation_volume_ml": typed["infection"].infection_volume_ml,
+            "segmentation_involvement_pct": typed["infection"].involvement_pct,
+            "segmentation_zones_pct": typed["infection"].zones_pct,
+            "infection_by_type_pct": {k: typed[k].involvement_pct for k in ("ground_glass", "consolidation")},
         },
         "slices": slices,
         "outputs": outputs,

@@ -1,5 +1,5 @@
 """Write an analysis as a folder: report.json, report.html, lungs.nii.gz, localization.nii.gz,
-overview3d.png. Everything is written into a hidden staging folder beside the target and
+infection.nii.gz, overview3d.png. Everything is written into a hidden staging folder beside the target and
 renamed into place at the end, so a failure never leaves a half-written result."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,7 +34,7 @@ OUTPUTS = {
     "html": "report.html",
     "lungs": "lungs.nii.gz",
     "localization": "localization.nii.gz",
-    "infection": None,  # typed infection segmentation: not built yet
+    "infection": "infection.nii.gz",
     "overview_png": "overview3d.png",
 }
 #: Key slices shown with their heat maps in the HTML report.
@@ -69,7 +70,7 @@ def staged_folder(out: Path) -> Iterator[Path]:
 
 def _png(fig: Figure) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    fig.savefig(buf, format="png", dpi=110, pil_kwargs={"compress_level": 1})
     return buf.getvalue()
 
 
@@ -77,15 +78,20 @@ def _rgb_png(rgb: np.ndarray) -> bytes:
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="PNG")
+    Image.fromarray(rgb).save(buf, format="PNG", compress_level=1)  # fast; the page is a little larger
     return buf.getvalue()
 
 
 def key_slices(analysis: Analysis, count: int = MAX_KEY_SLICES) -> list[int]:
-    """The positive slices with the highest p_abnormal, at most ``count``, in z order."""
+    """The positive slices with the highest p_abnormal, at most ``count``, in z order; without a
+    positive slice, the slices with the most segmented infection (if any)."""
     positive = analysis.positive
-    order = np.argsort(-(1.0 - analysis.probabilities[positive, 0]), kind="stable")
-    return sorted(int(k) for k in positive[order[:count]])
+    if len(positive):
+        order = np.argsort(-(1.0 - analysis.probabilities[positive, 0]), kind="stable")
+        return sorted(int(k) for k in positive[order[:count]])
+    area = (analysis.infection > 0).reshape(analysis.infection.shape[0], -1).sum(axis=1)
+    order = np.argsort(-area, kind="stable")[:count]
+    return sorted(int(k) for k in order if area[k] > 0)
 
 
 def write_report(analysis: Analysis, out_dir: str | os.PathLike[str], load_s: float = 0.0, force: bool = False) -> dict[str, Any]:
@@ -100,10 +106,14 @@ def write_report(analysis: Analysis, out_dir: str | os.PathLike[str], load_s: fl
     """
     start = time.perf_counter()
     out = check_output_dir(out_dir, force)
-    with staged_folder(out) as stage:
+    with staged_folder(out) as stage, ThreadPoolExecutor(max_workers=1) as writer:
         vol = analysis.volume
-        write_nifti(analysis.lungs.labels, vol.geometry, stage / OUTPUTS["lungs"])
-        write_nifti(analysis.maps.astype(np.float32), vol.geometry, stage / OUTPUTS["localization"])
+        # The masks are gzipped in a second thread (zlib releases the GIL) while the figures render.
+        niftis = [
+            writer.submit(write_nifti, array, vol.geometry, stage / OUTPUTS[name])
+            for name, array in (("lungs", analysis.lungs.labels), ("localization", analysis.maps),
+                                ("infection", analysis.infection))
+        ]
         overview_png = _png(figures.overview_3d(analysis.lungs.labels, analysis.maps >= MAP_THRESHOLD, vol.spacing_mm))
         (stage / OUTPUTS["overview_png"]).write_bytes(overview_png)
         z = np.array([k if z is None else z for k, z in enumerate(vol.slice_z_mm)], dtype=float)
@@ -113,11 +123,16 @@ def write_report(analysis: Analysis, out_dir: str | os.PathLike[str], load_s: fl
                                                    analysis.decision.slice_threshold))
         slides = []
         for k in key_slices(analysis):
-            rgb = figures.heatmap_overlay(vol.array[k], analysis.maps[k], analysis.lungs.labels[k], vol.is_hu)
+            rgb = np.concatenate([
+                figures.heatmap_overlay(vol.array[k], analysis.maps[k], analysis.lungs.labels[k], vol.is_hu),
+                figures.lesion_overlay(vol.array[k], analysis.infection[k], analysis.lungs.labels[k], vol.is_hu),
+            ], axis=1)
             where = "" if vol.slice_z_mm[k] is None else f", z {vol.slice_z_mm[k]:.1f} mm"
             p = analysis.probabilities[k]
             slides.append((f"slice {k}{where}: p_abnormal {1 - p[0]:.2f} (COVID-19 {p[1]:.2f}, CAP {p[2]:.2f})", _rgb_png(rgb)))
-        timing: dict[str, float | None] = {"load": load_s, **analysis.timing_s, "infection": None}
+        for written in niftis:
+            written.result()  # re-raises a failed write
+        timing: dict[str, float | None] = {"load": load_s, **analysis.timing_s}
         timing["report"] = time.perf_counter() - start
         timing["total"] = sum(v for v in timing.values() if v is not None)
         report = report_dict(analysis, dict(OUTPUTS), timing)

@@ -105,3 +105,29 @@ def read_slice_labels(csv_path: str | os.PathLike[str]) -> dict[float, int]:
     """
     with open(csv_path, newline="") as fh:
         return {round(float(r["slice_location_mm"]), 1): int(r["infection"]) for r in csv.DictReader(fh)}
+
+
+@dataclass(frozen=True, eq=False)
+class TypedSlice:
+    """One MedSeg slice (Inf-Net training split) with its typed infection mask, anterior at the top."""
+
+    name: str
+    image: np.ndarray  # (y, x) uint8, lung-type window, cropped to the chest
+    mask: np.ndarray  # (y, x) uint8: 0 none, 1 ground-glass, 2 consolidation
+
+
+def load_medseg(data_dir: str | os.PathLike[str]) -> list[TypedSlice]:
+    """The 50 labelled MedSeg slices of medseg_infnet/train (manifest.csv order).
+
+    The distributed slices lie rotated 90 degrees (posterior at the right of the picture); they are
+    turned clockwise so that anterior is at the top, like covidct's volumes.
+    """
+    root = Path(data_dir) / "medseg_infnet" / "train"
+    table = root / "manifest.csv"
+    if not table.is_file():
+        raise InputError(f"{root}: manifest.csv not found; is the shared data at {data_dir}?")
+    with open(table, newline="") as fh:
+        names = [r["name"] for r in csv.DictReader(fh)]
+    turn = lambda path: np.ascontiguousarray(np.rot90(np.asarray(Image.open(path)), k=-1))  # noqa: E731
+    return [TypedSlice(name=n, image=turn(root / "imgs" / f"{n}.png"), mask=turn(root / "masks" / f"{n}.png"))
+            for n in names]

@@ -1,0 +1,294 @@
+"""Train and evaluate the infection U-Net (none / ground-glass / consolidation).
+
+Data (../shared/data), split by case:
+
+* medseg_infnet/train: 50 MedSeg slices with typed labels (Inf-Net's training split; its 48 test
+  slices are held out and not here). The slices carry no patient id; their names are MedSeg slice
+  indices, and neighbouring indices tend to come from one patient, so validation takes a
+  contiguous block, :data:`MEDSEG_VAL` (names 50-58 and 67), and slice 49, the training slice
+  next to it, is left out of training as a guard.
+* zenodo20_slices: infection without type (cases.csv split train / val). Their pixels are
+  "infection, type unknown" (:data:`UNTYPED`): the loss asks only that ground-glass plus
+  consolidation be likely there.
+
+Inputs follow :func:`covidct.infection.model_input`: zenodo20 slices are cropped around their
+case's lung masks like a study; MedSeg slices, already cropped to the chest without lung masks,
+are shown whole. Augmentation: rotation, zoom, flip, shift, random 192 x 192 crop, gamma.
+
+Loss: class-weighted cross-entropy (ground-glass and consolidation weighted :data:`CLASS_WEIGHTS`
+against the background that fills ~86 % of the pixels) plus soft Dice of infection (all images)
+and of each type (typed images only).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from covidct import classify, infection
+from covidct.models import UNet
+from covidct.models import weights as model_weights
+from covidct.train.augment import random_affine_grid, warp
+from covidct.train.data import SliceCase, TypedSlice, load_medseg, load_zenodo20
+from covidct.train.lungs import seed_everything
+from covidct.train.metrics import dice
+
+#: Training target for infection of unknown type (zenodo20).
+UNTYPED = 3
+MEDSEG_VAL = ("50", "51", "52", "53", "54", "55", "56", "57", "58", "67")
+MEDSEG_GUARD = ("49",)
+#: Cross-entropy weights of none, ground-glass, consolidation.
+CLASS_WEIGHTS = (1.0, 3.0, 3.0)
+#: Each MedSeg training slice is seen this many times per epoch (50 typed vs 241 untyped slices).
+MEDSEG_REPEATS = 3
+#: Network widths compared (benchmarks/README.md, "Infection segmentation"): "compact" is the lung
+#: U-Net's, "wide" doubles every level (4x the compute).
+WIDTHS: dict[str, list[int]] = {"compact": [8, 16, 32, 64, 128], "wide": [16, 32, 64, 128, 256]}
+
+
+def label_input(labels: np.ndarray, box: classify.Box) -> torch.Tensor:
+    """(n, y, x) integer labels cropped like :func:`covidct.classify.crop` (0 outside the image)
+    and resized to 256 x 256 by nearest neighbour: (n, 256, 256) int64."""
+    y0, y1, x0, x1 = box
+    n, height, width = labels.shape
+    out = np.zeros((n, y1 - y0, x1 - x0), dtype=np.float32)
+    sy0, sy1, sx0, sx1 = max(y0, 0), min(y1, height), max(x0, 0), min(x1, width)
+    out[:, sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = labels[:, sy0:sy1, sx0:sx1]
+    size = (infection.INPUT_SIZE, infection.INPUT_SIZE)
+    return F.interpolate(torch.from_numpy(out)[:, None], size=size, mode="nearest")[:, 0].long()
+
+
+def zenodo_box(case: SliceCase) -> classify.Box:
+    """The crop box of a zenodo20 case: around its lung masks, as for a study."""
+    return classify.lung_box(case.lungs)
+
+
+def medseg_box(item: TypedSlice) -> classify.Box:
+    """The crop box of a MedSeg slice: the whole (already chest-cropped) picture, made square."""
+    return classify.lung_box(np.zeros_like(item.image))
+
+
+def to_tensors(cases: list[SliceCase], medseg: list[TypedSlice]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Model inputs (N, 1, 256, 256) and targets (N, 256, 256): zenodo20 infection as
+    :data:`UNTYPED`, MedSeg labels as they are."""
+    xs, ys = [], []
+    for case in cases:
+        box = zenodo_box(case)
+        xs.append(infection.model_input(case.images, False, box))
+        ys.append(label_input((case.infection > 0).astype(np.uint8) * UNTYPED, box))
+    for item in medseg:
+        box = medseg_box(item)
+        xs.append(infection.model_input(item.image[None], False, box))
+        ys.append(label_input(item.mask[None], box))
+    return torch.cat(xs), torch.cat(ys)
+
+
+def augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, crop: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotation (±15°), zoom (0.85-1.15), flip, shift (±5 %), random ``crop`` and gamma (0.7-1.4)."""
+    n = x.shape[0]
+    grid = random_affine_grid(x.shape, gen, max_rotation_deg=15.0, max_shift=0.05)
+    x = warp(x, grid)
+    y = warp(y[:, None].float(), grid, mode="nearest")[:, 0].long()
+    size = x.shape[-1]
+    if crop < size:
+        top = torch.randint(0, size - crop + 1, (n,), generator=gen)
+        left = torch.randint(0, size - crop + 1, (n,), generator=gen)
+        x = torch.stack([x[i, :, t : t + crop, l : l + crop] for i, (t, l) in enumerate(zip(top, left))])
+        y = torch.stack([y[i, t : t + crop, l : l + crop] for i, (t, l) in enumerate(zip(top, left))])
+    u = torch.rand(n, generator=gen)
+    gamma = torch.where(u < 0.5, 0.7 + 0.7 * torch.rand(n, generator=gen), torch.ones(n))[:, None, None, None]
+    return x.clamp(0, 1) ** gamma, y
+
+
+def _soft_dice(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    return (2 * (p * t).sum() + 1) / (p.sum() + t.sum() + 1)
+
+
+def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Weighted cross-entropy (untyped infection: -log(p_gg + p_cons)) plus soft Dice of infection
+    and, on fully typed images, of each type."""
+    logp = F.log_softmax(logits.float(), dim=1)
+    weights = torch.tensor(CLASS_WEIGHTS)
+    typed = target < UNTYPED
+    known = target.clamp(max=2)
+    nll = torch.where(
+        typed,
+        -logp.gather(1, known[:, None])[:, 0] * weights[known],
+        -torch.logsumexp(logp[:, 1:], dim=1) * weights[1],
+    )
+    p = logp.exp()
+    loss = nll.mean() + 1 - _soft_dice(p[:, 1] + p[:, 2], (target > 0).float())
+    typed_images = typed.flatten(1).all(dim=1)
+    if typed_images.any():
+        pt, tt = p[typed_images], target[typed_images]
+        loss = loss + sum(1 - _soft_dice(pt[:, c], (tt == c).float()) for c in (1, 2)) / 2
+    return loss
+
+
+def split_medseg(items: list[TypedSlice]) -> tuple[list[TypedSlice], list[TypedSlice]]:
+    """(train, val) MedSeg slices; the guard slice is in neither."""
+    train = [s for s in items if s.name not in MEDSEG_VAL + MEDSEG_GUARD]
+    val = [s for s in items if s.name in MEDSEG_VAL]
+    return train, val
+
+
+def train(
+    data_dir: str | os.PathLike[str],
+    out_stem: str | os.PathLike[str],
+    architecture: str = "UNet",
+    width: str = "compact",
+    epochs: int = 50,
+    batch_size: int = 16,
+    lr: float = 3e-3,
+    crop: int = 192,
+    seed: int = 0,
+    max_minutes: float | None = None,
+    bf16: bool = True,
+) -> dict[str, Any]:
+    """Train on the training slices and save weights + model card at ``out_stem``.
+
+    Validation Dice (MedSeg :data:`MEDSEG_VAL`, zenodo20 ``val`` cases) is measured once, after
+    training, and written into the card; it picks nothing.
+
+    ``width`` is a key of :data:`WIDTHS`.
+
+    Returns
+    -------
+    The model card.
+    """
+    if architecture != "UNet":
+        raise ValueError(f"unknown infection architecture {architecture!r}; known: UNet")
+    gen = seed_everything(seed)
+    medseg_train, medseg_val = split_medseg(load_medseg(data_dir))
+    zenodo_train, zenodo_val = load_zenodo20(data_dir, ("train",)), load_zenodo20(data_dir, ("val",))
+    x_all, y_all = to_tensors(zenodo_train, medseg_train)
+    n_zenodo = sum(len(c.images) for c in zenodo_train)
+    epoch_items = torch.cat([torch.arange(n_zenodo), torch.arange(n_zenodo, len(x_all)).repeat(MEDSEG_REPEATS)])
+    args = {"in_channels": 1, "out_channels": 3, "features": WIDTHS[width]}
+    model = UNet(**args)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    steps_per_epoch = math.ceil(len(epoch_items) / batch_size)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.1)
+    start = time.monotonic()
+    done = 0
+    bar = tqdm(range(epochs), desc="train infection", unit="epoch", disable=None)
+    for _ in bar:
+        model.train()
+        order = epoch_items[torch.randperm(len(epoch_items), generator=gen)]
+        losses = []
+        for i in range(0, len(order), batch_size):
+            idx = order[i : i + batch_size]
+            xb, yb = augment(x_all[idx], y_all[idx], gen, crop)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                logits = model(xb)
+            loss = loss_fn(logits, yb)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            losses.append(loss.detach().item())
+        done += 1
+        bar.set_postfix(loss=f"{np.mean(losses):.4f}")
+        if max_minutes is not None and time.monotonic() - start > 60 * max_minutes:
+            break
+    train_s = time.monotonic() - start
+    model.eval()
+    metrics = evaluate(model, medseg_val, zenodo_val)
+    card = {
+        "name": Path(out_stem).name,
+        "task": "infection segmentation: 0 none, 1 ground-glass, 2 consolidation",
+        "architecture": architecture,
+        "architecture_args": args,
+        "input": {
+            "domain": infection.DOMAIN,
+            "size": infection.INPUT_SIZE,
+            "channels": 1,
+            "description": "square crop around the study's lungs (8 % margin); HU: lung window W1500/L-600; "
+            "resize to 256x256; per-slice min-max and CLAHE. 8-bit training pictures are taken as they are.",
+        },
+        "output": "3 logit channels: none, ground-glass, consolidation (softmax, most probable class)",
+        "training": {
+            "data": "medseg_infnet/train (MedSeg via Inf-Net, non-commercial) typed labels; zenodo20_slices "
+            "(Zenodo 3757476, CC BY-NC-SA 4.0) infection without type",
+            "split": {
+                "medseg_train": [s.name for s in medseg_train], "medseg_val": list(MEDSEG_VAL),
+                "medseg_guard_unused": list(MEDSEG_GUARD),
+                "zenodo20_train": [c.case_id for c in zenodo_train], "zenodo20_val": [c.case_id for c in zenodo_val],
+            },
+            "n_train_slices": {"medseg": len(medseg_train), "zenodo20": n_zenodo},
+            "medseg_repeats_per_epoch": MEDSEG_REPEATS,
+            "class_weights": list(CLASS_WEIGHTS),
+            "epochs": done,
+            "batch_size": batch_size,
+            "lr": lr,
+            "crop": crop,
+            "seed": seed,
+            "bf16_autocast": bf16,
+            "train_seconds": round(train_s, 1),
+            "torch": torch.__version__,
+        },
+        "metrics": {"val": metrics},
+    }
+    model_weights.save(model, card, out_stem)
+    return card
+
+
+def predict_labels(model: torch.nn.Module, images: np.ndarray, box: classify.Box) -> np.ndarray:
+    """Labels (n, y, x) for 8-bit slices cropped with ``box``, in the slices' own pixels."""
+    prob = infection.predict_probabilities(model, infection.model_input(images, False, box))
+    return infection.labels_in_slices(prob, box, images.shape[1:])
+
+
+def _dice_summary(per_image: list[float | None]) -> float | None:
+    values = [d for d in per_image if d is not None]
+    return round(float(np.mean(values)), 4) if values else None
+
+
+def evaluate(model: torch.nn.Module, medseg: list[TypedSlice], zenodo: list[SliceCase]) -> dict[str, Any]:
+    """Dice of infection (binary), ground-glass and consolidation.
+
+    MedSeg: per image, then the mean over the images whose ground truth has that class (as
+    Inf-Net reports), and pooled over all pixels of all images; whole pictures (no lung masks
+    exist for them). zenodo20: binary Dice per case (its slices pooled), inside the case's lung
+    masks, and the mean over cases.
+    """
+    start = time.monotonic()
+    rows: dict[str, list[float | None]] = {"infection": [], "ground_glass": [], "consolidation": []}
+    pooled = {k: [0, 0] for k in rows}  # intersection, |P| + |T|
+    for item in medseg:
+        pred = predict_labels(model, item.image[None], medseg_box(item))[0]
+        for name, p, t in (
+            ("infection", pred > 0, item.mask > 0),
+            ("ground_glass", pred == 1, item.mask == 1),
+            ("consolidation", pred == 2, item.mask == 2),
+        ):
+            rows[name].append(dice(p, t) if t.any() else None)
+            pooled[name][0] += int((p & t).sum())
+            pooled[name][1] += int(p.sum() + t.sum())
+    zenodo_dice = {}
+    for case in zenodo:
+        pred = predict_labels(model, case.images, zenodo_box(case)) * (case.lungs > 0)
+        zenodo_dice[case.case_id] = round(dice(pred > 0, case.infection > 0), 4)
+    n_slices = len(medseg) + sum(len(c.images) for c in zenodo)
+    return {
+        "medseg": {
+            "n_slices": len(medseg),
+            "slices": [s.name for s in medseg],
+            "dice_mean_per_image": {k: _dice_summary(v) for k, v in rows.items()},
+            "n_images_with_class": {k: sum(d is not None for d in v) for k, v in rows.items()},
+            "dice_pooled": {k: round(2 * i / s, 4) if s else None for k, (i, s) in pooled.items()},
+        },
+        "zenodo20": {
+            "dice_infection_per_case": zenodo_dice,
+            "dice_infection_mean": round(float(np.mean(list(zenodo_dice.values()))), 4) if zenodo_dice else None,
+        },
+        "slices_per_s": round(n_slices / (time.monotonic() - start), 1),
+    }

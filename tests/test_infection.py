@@ -1,0 +1,53 @@
+import numpy as np
+import pytest
+import torch
+
+from covidct import classify, infection
+from covidct.lungs import LungMasks
+
+
+@pytest.fixture(scope="module")
+def model():
+    return infection.load_infection_model()
+
+
+def test_shipped_model_matches_the_input_domain(model):
+    assert model.card["input"]["domain"] == infection.DOMAIN
+    assert model.card["architecture_args"]["out_channels"] == 3
+
+
+def test_segmentation_is_typed_and_stays_inside_the_lungs(small_phantom, model):
+    masks = LungMasks(labels=small_phantom.lungs, volume_ml={})
+    out = infection.segment_infection(small_phantom.volume, masks, model)
+    assert out.shape == small_phantom.volume.shape and out.dtype == np.uint8
+    assert set(np.unique(out)) <= {0, 1, 2}
+    assert not out[small_phantom.lungs == 0].any()
+
+
+def test_no_lung_no_infection(small_phantom, model):
+    empty = LungMasks(labels=np.zeros_like(small_phantom.lungs), volume_ml={})
+    assert not infection.segment_infection(small_phantom.volume, empty, model).any()
+
+
+def test_labels_go_back_to_the_box_they_came_from():
+    prob = torch.zeros(1, 3, infection.INPUT_SIZE, infection.INPUT_SIZE)
+    prob[:, 0] = 1.0
+    prob[0, :, :128, :128] = torch.tensor([0.0, 0.0, 1.0])[:, None, None]  # top-left quarter: consolidation
+    box = (10, 50, 20, 60)  # 40 x 40 box inside a 64 x 80 slice
+    out = infection.labels_in_slices(prob, box, (64, 80))
+    assert out.shape == (1, 64, 80)
+    assert (out[0, 10:30, 20:40] == 2).all() and out[0, 30:50, 40:60].max() == 0
+    assert out.sum() == 2 * 20 * 20  # nothing outside the box
+
+
+def test_box_beyond_the_image_is_clipped():
+    prob = torch.zeros(1, 3, infection.INPUT_SIZE, infection.INPUT_SIZE)
+    prob[:, 1] = 1.0  # ground-glass everywhere
+    out = infection.labels_in_slices(prob, (-10, 30, -10, 30), (20, 20))
+    assert (out == 1).all()
+
+
+def test_inputs_are_the_classifier_domain_at_256(small_phantom):
+    box = classify.lung_box(small_phantom.lungs)
+    x = infection.model_input(small_phantom.volume.array[:2], True, box)
+    assert x.shape == (2, 1, 256, 256) and 0.0 <= float(x.min()) and float(x.max()) <= 1.0
