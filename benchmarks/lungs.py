@@ -38,7 +38,7 @@ def main() -> None:
     out_dir = RESULTS / "lungs_overlays"
     for study in STUDIES:
         volume = covidct.load(DATA / "covid_ct_md" / study)
-        lungs.predict_probability(model.model, volume.array[:8], volume.is_hu, progress=False)  # warm-up
+        lungs.predict_mask(model.model, volume.array[:8], volume.is_hu, progress=False)  # warm-up
         t0 = time.perf_counter()
         result = lungs.segment_lungs(volume, model)
         t2 = time.perf_counter()

@@ -66,7 +66,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_phantom(args: argparse.Namespace) -> int:
     from covidct import phantom
     from covidct.report.nifti import write_nifti
-    from covidct.report.outputs import check_output_dir, staged_folder
+    from covidct.report.folders import check_output_dir, staged_folder
 
     out = check_output_dir(args.output, args.force)
     ph = phantom.make_phantom(
@@ -172,20 +172,31 @@ def _print_summary(report: dict[str, Any], out: Path) -> None:
 
 
 def _analyze_to(path: str | Path, out: Path, force: bool, on_gap: str = "reject") -> dict[str, Any]:
-    """load -> analyze -> write, with a progress bar on stderr; returns the report dict."""
+    """load -> analyze -> write, with a progress bar on stderr; returns the report dict.
+
+    The DICOM decoding workers are forked first; torch and the report's libraries then import
+    in a background thread while the input is read (about 1 s saved on a 2-core CPU)."""
     import time
 
     from tqdm import tqdm
 
-    from covidct.pipeline import STAGES, analyze
-    from covidct.report.outputs import write_report
+    from covidct import parallel
 
-    with tqdm(total=len(STAGES) + 2, desc="analyze", unit="stage", file=sys.stderr, disable=None, leave=False) as bar:
+    parallel.start_worker_processes()
+    parallel.import_in_background("covidct.pipeline", "covidct.report.outputs", "matplotlib.figure",
+                                  "mpl_toolkits.mplot3d", "skimage.measure", "nibabel")
+    with tqdm(desc="analyze", unit="stage", file=sys.stderr, disable=None, leave=False) as bar:
         start = time.perf_counter()
         volume = covidct.load(path, on_gap=on_gap)
         load_s = time.perf_counter() - start
         bar.set_postfix_str("load")
         bar.update()
+
+        from covidct.pipeline import STAGES, analyze
+        from covidct.report.outputs import write_report
+
+        bar.total = len(STAGES) + 2  # load, the stages, writing
+        bar.refresh()
 
         def stage_done(name: str) -> None:
             bar.set_postfix_str(name)
@@ -198,7 +209,7 @@ def _analyze_to(path: str | Path, out: Path, force: bool, on_gap: str = "reject"
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from covidct.report.outputs import check_output_dir
+    from covidct.report.folders import check_output_dir
 
     out = check_output_dir(args.output, args.force)  # refuse before the work, not after
     report = _analyze_to(args.path, out, args.force, "resample" if args.resample_gaps else "reject")
@@ -211,7 +222,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from covidct import phantom
-    from covidct.report.outputs import check_output_dir
+    from covidct.report.folders import check_output_dir
 
     out = check_output_dir(args.output, args.force)
     ph = phantom.make_phantom(shape=(96, 256, 256), spacing_mm=(2.5, 360 / 256, 360 / 256), seed=0)
@@ -230,7 +241,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_track(args: argparse.Namespace) -> int:
-    from covidct.report.outputs import check_output_dir, write_track
+    from covidct.report.folders import check_output_dir
+    from covidct.report.outputs import write_track
     from covidct.track import follow_up
 
     out = check_output_dir(args.output, args.force)

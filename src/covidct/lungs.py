@@ -117,10 +117,11 @@ def model_input(slices: np.ndarray, is_hu: bool) -> torch.Tensor:
     return torch.from_numpy(out)[:, None]
 
 
-def predict_probability(
+def predict_mask(
     model: torch.nn.Module, slices: np.ndarray, is_hu: bool, batch_size: int = 16, progress: bool = True
 ) -> np.ndarray:
-    """Lung probability per pixel, at the slices' own size.
+    """The model's raw lung mask: lung probability resized (bilinear) to the slices' own size,
+    above 0.5.
 
     Parameters
     ----------
@@ -132,16 +133,16 @@ def predict_probability(
 
     Returns
     -------
-    (n, y, x) float32 in [0, 1].
+    (n, y, x) bool.
     """
     n, height, width = slices.shape
-    out = np.empty((n, height, width), dtype=np.float32)
+    out = np.empty((n, height, width), dtype=bool)
     starts = range(0, n, batch_size)
     for start in tqdm(starts, desc="lungs", unit="batch", disable=None if progress else True, leave=False):
         batch = model_input(slices[start : start + batch_size], is_hu)
         with model_weights.inference():
             prob = torch.sigmoid(model(model_weights.channels_last(batch)).float())
-        out[start : start + batch_size] = resize_slices(prob, (height, width))[:, 0].numpy()
+        out[start : start + batch_size] = (resize_slices(prob, (height, width))[:, 0] > 0.5).numpy()
     return out
 
 
@@ -347,8 +348,7 @@ def segment_lungs(volume: Volume, model: model_weights.LoadedModel | None = None
     LungMasks
     """
     model = model or load_lung_model()
-    prob = predict_probability(model.model, volume.array, volume.is_hu, batch_size=batch_size)
-    mask = prob > 0.5
+    mask = predict_mask(model.model, volume.array, volume.is_hu, batch_size=batch_size)
     body = None
     if volume.is_hu:
         body = body_mask(volume.array)

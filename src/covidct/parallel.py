@@ -2,18 +2,28 @@
 
 Threads where the work releases the GIL (NumPy, scikit-image); forked worker processes where it
 does not (pydicom's JPEG decoders), on platforms that fork. Results never depend on either.
+
+A command can fork its worker processes first thing (:func:`start_worker_processes`), while the
+process is small and has one thread, and then import the heavy modules in a background thread
+(:func:`import_in_background`) while the main thread reads the input: the workers decode DICOM
+while torch loads.
 """
 
 from __future__ import annotations
 
+import importlib
 import multiprocessing
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+#: Worker processes forked by :func:`start_worker_processes`, used by :func:`process_map`.
+_WORKERS: ProcessPoolExecutor | None = None
 
 
 def available_cpus() -> int:
@@ -38,6 +48,9 @@ def process_map(fn: Callable[[T], R], items: Iterable[T], chunksize: int = 8) ->
     process where the platform cannot fork or there is one CPU. ``fn`` must be a module-level
     function; its exceptions reach the caller."""
     items = list(items)
+    if _WORKERS is not None:
+        yield from _WORKERS.map(fn, items, chunksize=chunksize)
+        return
     workers = min(len(items), available_cpus())
     pool: Executor | None = None
     if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
@@ -47,3 +60,31 @@ def process_map(fn: Callable[[T], R], items: Iterable[T], chunksize: int = 8) ->
         return
     with pool:
         yield from pool.map(fn, items, chunksize=chunksize)
+
+
+def start_worker_processes() -> None:
+    """Fork :func:`process_map`'s worker processes now (one per available CPU, kept until the
+    interpreter exits). Call it before any thread starts: forking a multi-threaded process is
+    unsafe. Does nothing where the platform cannot fork or there is one CPU."""
+    global _WORKERS
+    n = available_cpus()
+    if _WORKERS is not None or n <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+        return
+    _WORKERS = ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("fork"))
+    list(_WORKERS.map(abs, range(n)))  # a fork pool starts all its workers on the first task
+
+
+def import_in_background(*modules: str) -> threading.Thread:
+    """Import ``modules`` in a daemon thread (after :func:`start_worker_processes`); a later
+    import of the same module waits for it. Import errors surface at that later import."""
+
+    def work() -> None:
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001  (the main thread's own import reports it)
+                return
+
+    thread = threading.Thread(target=work, name="covidct-preload", daemon=True)
+    thread.start()
+    return thread

@@ -22,8 +22,9 @@ DEFAULT_CASE_THRESHOLD = 0.15
 #: Said in every report until a classifier whose Grad-CAM evidence lies on the lesions ships
 #: (benchmarks/localization.py measures it against radiologists' infection masks).
 LOCALIZATION_CAVEAT = (
-    "heat maps, Corona score and infection volume come from Grad-CAM maps that, on validation data, "
-    "do not coincide with the infection: do not read them as lesion outlines or lesion volume"
+    "heat maps, Corona score and the map-based infection volume come from Grad-CAM maps that, on "
+    "validation data, do not coincide with the infection: do not read them as lesion outlines or lesion "
+    "volume (the segmented ground-glass and consolidation volumes are not affected)"
 )
 #: Stages timed (report.json ``timing_s``); "localize" includes the case decision and Corona
 #: score, "infection" the segmentation and its volumes.

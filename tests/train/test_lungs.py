@@ -5,7 +5,7 @@ from covidct.train.data import load_zenodo20
 
 
 def test_augment_moves_image_and_mask_together():
-    gen = train_lungs.seed_everything(0)
+    gen = torch.Generator().manual_seed(0)
     x = torch.zeros(4, 1, 64, 64)
     x[:, :, 20:40, 10:30] = 1.0
     y = (x > 0.5).float()

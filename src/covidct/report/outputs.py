@@ -7,23 +7,19 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
-import tempfile
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from covidct.case import MAP_THRESHOLD
-from covidct.errors import InputError
 from covidct.report import figures
+from covidct.report.folders import check_output_dir, staged_folder
 from covidct.report.html import render
 from covidct.report.json import report_dict
-from covidct.report.nifti import current_umask, write_nifti
+from covidct.report.nifti import write_nifti
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -39,33 +35,6 @@ OUTPUTS = {
 }
 #: Key slices shown with their heat maps in the HTML report.
 MAX_KEY_SLICES = 6
-
-
-def check_output_dir(out_dir: str | os.PathLike[str], force: bool) -> Path:
-    """Refuse (InputError) a non-empty ``out_dir`` unless ``force``; call before the work."""
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out}: exists and is not a folder; choose another output folder.")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise InputError(f"{out}: folder is not empty; choose another or pass --force to replace it.")
-    return out
-
-
-@contextmanager
-def staged_folder(out: Path) -> Iterator[Path]:
-    """A hidden staging folder beside ``out``: when the block succeeds it replaces ``out`` as a
-    whole (one rename), when it fails it is removed. Readers never see a half-written ``out``."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.covidct-"))
-    try:
-        yield stage
-        os.chmod(stage, 0o777 & ~current_umask())
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(stage, out)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
 
 
 def _png(fig: Figure) -> bytes:

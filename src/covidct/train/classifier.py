@@ -44,7 +44,7 @@ from covidct.models import weights as model_weights
 from covidct.train import metrics
 from covidct.train.augment import random_affine_grid, warp
 from covidct.train.data import COVID_CT_MD_STUDIES, load_ucsd, load_zenodo20, read_slice_labels
-from covidct.train.lungs import seed_everything
+from covidct.train.loop import seed_everything, train_step
 
 NORMAL, COVID, CAP = range(3)
 ARCHITECTURE_ARGS: dict[str, dict[str, Any]] = {
@@ -78,8 +78,7 @@ def _ucsd_rows(data_dir: Path, lung_model: model_weights.LoadedModel) -> list[tu
     rows = []
     for item in tqdm(load_ucsd(data_dir), desc="prepare ucsd", unit="image", disable=None, leave=False):
         image = np.asarray(Image.open(item.file).convert("L"), dtype=np.float32)[None]
-        prob = lungs.predict_probability(lung_model.model, image, is_hu=False, progress=False)
-        mask = lungs.clean_lungs(prob > 0.5)
+        mask = lungs.clean_lungs(lungs.predict_mask(lung_model.model, image, is_hu=False, progress=False))
         box = classify.lung_box(mask)
         x = classify.model_input(image, is_hu=False, box=box)
         m = classify.lung_input_mask(mask, box)
@@ -244,14 +243,11 @@ def train_network(
             if len(idx) < 2:  # BatchNorm needs two samples
                 continue
             xb = augment(x[idx], gen).expand(-1, channels, -1, -1)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                logits = model(xb)
-            loss = F.cross_entropy(logits.float(), y[idx], weight=loss_weights, label_smoothing=0.05)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.detach().item())
+            yb = y[idx]
+            losses.append(train_step(
+                model, xb, lambda logits: F.cross_entropy(logits, yb, weight=loss_weights, label_smoothing=0.05),
+                optimizer, scheduler, bf16,
+            ))
         done += 1
         bar.set_postfix(loss=f"{np.mean(losses):.4f}")
         if max_minutes is not None and time.monotonic() - start > 60 * max_minutes:

@@ -38,7 +38,7 @@ from covidct.models import UNet
 from covidct.models import weights as model_weights
 from covidct.train.augment import random_affine_grid, warp
 from covidct.train.data import SliceCase, TypedSlice, load_medseg, load_zenodo20
-from covidct.train.lungs import seed_everything
+from covidct.train.loop import seed_everything, train_step
 from covidct.train.metrics import dice
 
 #: Training target for infection of unknown type (zenodo20).
@@ -187,14 +187,7 @@ def train(
         for i in range(0, len(order), batch_size):
             idx = order[i : i + batch_size]
             xb, yb = augment(x_all[idx], y_all[idx], gen, crop)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                logits = model(xb)
-            loss = loss_fn(logits, yb)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.detach().item())
+            losses.append(train_step(model, xb, lambda logits: loss_fn(logits, yb), optimizer, scheduler, bf16))
         done += 1
         bar.set_postfix(loss=f"{np.mean(losses):.4f}")
         if max_minutes is not None and time.monotonic() - start > 60 * max_minutes:

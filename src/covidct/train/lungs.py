@@ -24,19 +24,13 @@ from covidct.models import UNet, VGG16UNet
 from covidct.models import weights as model_weights
 from covidct.train.augment import random_affine_grid, warp
 from covidct.train.data import SliceCase, load_zenodo20
+from covidct.train.loop import seed_everything, train_step
 from covidct.train.metrics import dice
 
 ARCHITECTURE_ARGS: dict[str, dict[str, Any]] = {
     "UNet": {"in_channels": 1, "out_channels": 1, "features": [8, 16, 32, 64, 128]},
     "VGG16UNet": {"in_channels": 3, "out_channels": 1},
 }
-
-
-def seed_everything(seed: int) -> torch.Generator:
-    """Seed torch and numpy; return a torch generator for augmentation draws."""
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    return torch.Generator().manual_seed(seed)
 
 
 def to_tensors(cases: list[SliceCase]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -137,14 +131,7 @@ def train(
         for i in range(0, len(order), batch_size):
             idx = order[i : i + batch_size]
             xb, yb = augment(x_all[idx], y_all[idx], gen, crop)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                logits = model(xb)
-            loss = loss_fn(logits.float(), yb)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.detach().item())
+            losses.append(train_step(model, xb, lambda logits: loss_fn(logits, yb), optimizer, scheduler, bf16))
         done += 1
         bar.set_postfix(loss=f"{np.mean(losses):.4f}")
         if max_minutes is not None and time.monotonic() - start > 60 * max_minutes:
@@ -189,8 +176,8 @@ def train(
 def predict_case(model: torch.nn.Module, case: SliceCase) -> np.ndarray:
     """Cleaned lung masks (any lung, bool) for each slice of a case, slice by slice (the slices
     of a zenodo case are not contiguous, so each is cleaned on its own)."""
-    prob = lungs.predict_probability(model, case.images, is_hu=False, progress=False)
-    return np.stack([lungs.clean_lungs(p[None] > 0.5)[0] > 0 for p in prob])
+    raw = lungs.predict_mask(model, case.images, is_hu=False, progress=False)
+    return np.stack([lungs.clean_lungs(m[None])[0] > 0 for m in raw])
 
 
 def evaluate(model: torch.nn.Module, cases: list[SliceCase]) -> dict[str, Any]:
