@@ -51,3 +51,31 @@ def test_inputs_are_the_classifier_domain_at_256(small_phantom):
     box = classify.lung_box(small_phantom.lungs)
     x = infection.model_input(small_phantom.volume.array[:2], True, box)
     assert x.shape == (2, 1, 256, 256) and 0.0 <= float(x.min()) and float(x.max()) <= 1.0
+
+
+def _phantom_segmentation(scale: float, model, lesions=True):
+    import dataclasses
+
+    from covidct import lungs, phantom
+
+    chosen = tuple(dataclasses.replace(l, radius_mm=l.radius_mm * scale) for l in phantom.DEFAULT_LESIONS)
+    ph = phantom.make_phantom(shape=(48, 128, 128), spacing_mm=(5.0, 2.8125, 2.8125),
+                              lesions=chosen if lesions else (), seed=0)
+    found = infection.segment_infection(ph.volume, lungs.segment_lungs(ph.volume), model)
+    return ph, found
+
+
+def test_on_the_phantom_lesions_are_found_where_they_are_and_grow_with_them(model):
+    volumes = []
+    for scale in (0.7, 1.0, 1.4):
+        ph, found = _phantom_segmentation(scale, model)
+        assert found.any()
+        precision = ((found > 0) & (ph.infection > 0)).sum() / (found > 0).sum()
+        assert precision >= 0.95, (scale, precision)  # what is segmented lies in the inserted lesions
+        volumes.append(float((found > 0).sum() * ph.volume.voxel_volume_ml))
+    assert volumes[0] < volumes[1] < volumes[2], volumes
+
+
+def test_on_the_healthy_phantom_almost_nothing_is_segmented(model):
+    ph, found = _phantom_segmentation(1.0, model, lesions=False)
+    assert (found > 0).sum() * ph.volume.voxel_volume_ml < 2.0  # mL, against 40-216 mL with lesions
