@@ -37,3 +37,19 @@ def test_overview_3d_draws_a_mesh_per_present_structure():
     assert len(fig.axes[0].collections) == 1  # lungs only: no infection mesh
     infected[4:8, 8:14, 4:9] = True
     assert len(overview_3d(labels, infected, (2.0, 1.0, 1.0)).axes[0].collections) == 2
+
+
+def test_lesion_overlay_colours_each_type_and_leaves_the_rest_gray():
+    from covidct.report import figures
+
+    slice_ = np.full((64, 64), -800.0, np.float32)
+    lesions = np.zeros((64, 64), np.uint8)
+    lesions[10:20, 10:20] = 1
+    lesions[40:50, 40:50] = 2
+    rgb = figures.lesion_overlay(slice_, lesions, np.zeros((64, 64), np.uint8), is_hu=True)
+    assert rgb.shape == (64, 64, 3) and rgb.dtype == np.uint8
+    gray = rgb[30, 30]
+    assert gray[0] == gray[1] == gray[2]
+    ground_glass, consolidation = rgb[15, 15].astype(int), rgb[45, 45].astype(int)
+    assert ground_glass[1] > gray[1] + 40 and ground_glass[2] < gray[2]  # yellow: green up, blue down
+    assert consolidation[0] > consolidation[1] + 60  # red

@@ -28,6 +28,27 @@ def display_slice(slice_: np.ndarray, is_hu: bool) -> np.ndarray:
     return (g * 255).round().astype(np.uint8)
 
 
+def _gray_rgb(slice_: np.ndarray, is_hu: bool) -> np.ndarray:
+    """:func:`display_slice` as a float32 (y, x, 3) RGB canvas."""
+    return np.repeat(display_slice(slice_, is_hu).astype(np.float32)[..., None], 3, axis=2)
+
+
+def _tint(rgb: np.ndarray, labels: np.ndarray, colours: dict[int, tuple[int, int, int]], alpha: float) -> None:
+    """Blend each label's colour into ``rgb`` where ``labels`` has it (in place)."""
+    for label, colour in colours.items():
+        inside = labels == label
+        rgb[inside] = (1 - alpha) * rgb[inside] + alpha * np.array(colour, np.float32)
+
+
+def _outline_lungs(rgb: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Draw each lung's border in its colour (in place) and return the image as uint8."""
+    for label, colour in LUNG_COLOURS.items():
+        inside = labels == label
+        edge = inside & ~ndi.binary_erosion(inside, iterations=max(1, round(labels.shape[0] / 256)))
+        rgb[edge] = colour
+    return rgb.round().astype(np.uint8)
+
+
 def lung_overlay(slice_: np.ndarray, labels: np.ndarray, is_hu: bool, alpha: float = 0.25) -> np.ndarray:
     """RGB image of a slice with each lung tinted and outlined in its colour.
 
@@ -42,16 +63,9 @@ def lung_overlay(slice_: np.ndarray, labels: np.ndarray, is_hu: bool, alpha: flo
     -------
     (y, x, 3) uint8
     """
-    gray = display_slice(slice_, is_hu).astype(np.float32)
-    rgb = np.repeat(gray[..., None], 3, axis=2)
-    for label, colour in LUNG_COLOURS.items():
-        inside = labels == label
-        if not inside.any():
-            continue
-        rgb[inside] = (1 - alpha) * rgb[inside] + alpha * np.array(colour, np.float32)
-        edge = inside & ~ndi.binary_erosion(inside, iterations=max(1, round(labels.shape[0] / 256)))
-        rgb[edge] = colour
-    return rgb.round().astype(np.uint8)
+    rgb = _gray_rgb(slice_, is_hu)
+    _tint(rgb, labels, LUNG_COLOURS, alpha)
+    return _outline_lungs(rgb, labels)
 
 
 def overlay_slices(n_lung_slices: np.ndarray, count: int = 5) -> list[int]:
@@ -107,16 +121,10 @@ def heatmap_overlay(slice_: np.ndarray, heat: np.ndarray, labels: np.ndarray, is
     """
     from matplotlib import colormaps
 
-    gray = display_slice(slice_, is_hu).astype(np.float32)
-    rgb = np.repeat(gray[..., None], 3, axis=2)
     colour = colormaps["inferno"](np.clip(heat, 0, 1))[..., :3] * 255
     alpha = np.where(heat >= 0.05, 0.25 + 0.5 * np.clip(heat, 0, 1), 0.0)[..., None]
-    rgb = (1 - alpha) * rgb + alpha * colour
-    for label, lung_colour in LUNG_COLOURS.items():
-        inside = labels == label
-        edge = inside & ~ndi.binary_erosion(inside, iterations=max(1, round(labels.shape[0] / 256)))
-        rgb[edge] = lung_colour
-    return rgb.round().astype(np.uint8)
+    rgb = (1 - alpha) * _gray_rgb(slice_, is_hu) + alpha * colour
+    return _outline_lungs(rgb.astype(np.float32), labels)
 
 
 #: Lesion colours in :func:`lesion_overlay`: ground-glass yellow, consolidation red.
@@ -138,16 +146,9 @@ def lesion_overlay(slice_: np.ndarray, infection: np.ndarray, labels: np.ndarray
     -------
     (y, x, 3) uint8
     """
-    gray = display_slice(slice_, is_hu).astype(np.float32)
-    rgb = np.repeat(gray[..., None], 3, axis=2)
-    for label, colour in LESION_COLOURS.items():
-        inside = infection == label
-        rgb[inside] = (1 - alpha) * rgb[inside] + alpha * np.array(colour, np.float32)
-    for label, lung_colour in LUNG_COLOURS.items():
-        inside = labels == label
-        edge = inside & ~ndi.binary_erosion(inside, iterations=max(1, round(labels.shape[0] / 256)))
-        rgb[edge] = lung_colour
-    return rgb.round().astype(np.uint8)
+    rgb = _gray_rgb(slice_, is_hu)
+    _tint(rgb, infection, LESION_COLOURS, alpha)
+    return _outline_lungs(rgb, labels)
 
 
 def probability_curve(

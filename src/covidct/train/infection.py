@@ -22,23 +22,22 @@ and of each type (typed images only).
 
 from __future__ import annotations
 
-import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch.nn import functional as F
-from tqdm import tqdm
 
 from covidct import classify, infection
 from covidct.models import UNet
 from covidct.models import weights as model_weights
 from covidct.train.augment import random_affine_grid, warp
 from covidct.train.data import SliceCase, TypedSlice, load_medseg, load_zenodo20
-from covidct.train.loop import seed_everything, train_step
+from covidct.train.loop import fit, seed_everything
 from covidct.train.metrics import dice
 
 #: Training target for infection of unknown type (zenodo20).
@@ -174,26 +173,11 @@ def train(
     epoch_items = torch.cat([torch.arange(n_zenodo), torch.arange(n_zenodo, len(x_all)).repeat(MEDSEG_REPEATS)])
     args = {"in_channels": 1, "out_channels": 3, "features": WIDTHS[width]}
     model = UNet(**args)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    steps_per_epoch = math.ceil(len(epoch_items) / batch_size)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.1)
-    start = time.monotonic()
-    done = 0
-    bar = tqdm(range(epochs), desc="train infection", unit="epoch", disable=None)
-    for _ in bar:
-        model.train()
-        order = epoch_items[torch.randperm(len(epoch_items), generator=gen)]
-        losses = []
-        for i in range(0, len(order), batch_size):
-            idx = order[i : i + batch_size]
-            xb, yb = augment(x_all[idx], y_all[idx], gen, crop)
-            losses.append(train_step(model, xb, lambda logits: loss_fn(logits, yb), optimizer, scheduler, bf16))
-        done += 1
-        bar.set_postfix(loss=f"{np.mean(losses):.4f}")
-        if max_minutes is not None and time.monotonic() - start > 60 * max_minutes:
-            break
-    train_s = time.monotonic() - start
-    model.eval()
+    def batch(idx: torch.Tensor) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+        xb, yb = augment(x_all[idx], y_all[idx], gen, crop)
+        return xb, lambda logits: loss_fn(logits, yb)
+
+    done, train_s = fit(model, epoch_items, batch, gen, epochs, batch_size, lr, bf16, max_minutes, desc="train infection")
     metrics = evaluate(model, medseg_val, zenodo_val)
     card = {
         "name": Path(out_stem).name,

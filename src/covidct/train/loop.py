@@ -1,8 +1,13 @@
-"""What every covidct training loop shares: seeding and one optimisation step."""
+"""What every covidct training loop shares: seeding, one optimisation step, and the epoch loop
+of the segmentation networks."""
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable
+
+from tqdm import tqdm
 
 import numpy as np
 import torch
@@ -33,3 +38,49 @@ def train_step(
     optimizer.step()
     scheduler.step()
     return float(loss.detach().item())
+
+
+def fit(
+    model: torch.nn.Module,
+    items: torch.Tensor,
+    batch: Callable[[torch.Tensor], tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]],
+    gen: torch.Generator,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    bf16: bool,
+    max_minutes: float | None = None,
+    desc: str = "train",
+) -> tuple[int, float]:
+    """Train in place: AdamW (weight decay 1e-4), one-cycle learning rate (10 % warm-up), each
+    epoch over ``items`` in a random order, in batches of ``batch_size``.
+
+    Parameters
+    ----------
+    items : 1-D tensor of sample indices making up one epoch (repeats allowed)
+    batch : indices -> (network input, loss of the float32 logits), augmentation included
+    gen : shuffling (and the caller's augmentation) draws
+    max_minutes : stop after the epoch that passes this much time
+
+    Returns
+    -------
+    (epochs done, seconds)
+    """
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    steps = epochs * math.ceil(len(items) / batch_size)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.1)
+    start, done = time.monotonic(), 0
+    bar = tqdm(range(epochs), desc=desc, unit="epoch", disable=None)
+    for _ in bar:
+        model.train()
+        order = items[torch.randperm(len(items), generator=gen)]
+        losses = []
+        for i in range(0, len(order), batch_size):
+            x, loss_of = batch(order[i : i + batch_size])
+            losses.append(train_step(model, x, loss_of, optimizer, scheduler, bf16))
+        done += 1
+        bar.set_postfix(loss=f"{np.mean(losses):.4f}")
+        if max_minutes is not None and time.monotonic() - start > 60 * max_minutes:
+            break
+    model.eval()
+    return done, time.monotonic() - start
