@@ -26,4 +26,5 @@ def test_thread_map_keeps_order():
 def test_process_map_keeps_order_and_passes_errors_through():
     assert list(process_map(_square, range(40), chunksize=3)) == [x * x for x in range(40)]
     with pytest.raises(InputError, match="item 3: cannot be read"):
-        list(process_map(_fail_on_three, range(10)))
+        list(process_map(_fail_on_three, range(20)))
+    assert list(process_map(_square, range(3))) == [0, 1, 4]  # few items: in this process

@@ -470,8 +470,10 @@ def build_parser() -> argparse.ArgumentParser:
     an = sub.add_parser(
         "analyze",
         help="the whole analysis of a CT study: report.html, report.json, masks, 3-D overview",
-        description="Lungs, per-slice probabilities, Grad-CAM localization, case decision and Corona score "
-        f"of one CT; written as a folder. {covidct.DISCLAIMER}",
+        description="Lungs, per-slice probabilities, Grad-CAM localization, case decision and Corona score, "
+        "and the ground-glass / consolidation segmentation of one CT; written as a folder (report.html, "
+        "report.json, lungs.nii.gz, localization.nii.gz, infection.nii.gz, overview3d.png). "
+        f"COVIDCT_BF16=0 runs the networks in float32. {covidct.DISCLAIMER}",
     )
     an.add_argument("path", help="DICOM folder or file, .nii/.nii.gz, or a PNG/JPEG/TIFF slice")
     an.add_argument("-o", "--output", required=True, help="output folder (created; must be empty unless --force)")

@@ -32,9 +32,6 @@ from covidct.lungs import LungMasks, segment_lungs
 from covidct.models import weights as model_weights
 from covidct.volume import Volume
 
-#: Label values of the infection mask.
-NONE, GROUND_GLASS, CONSOLIDATION = 0, 1, 2
-LABEL_NAMES = {GROUND_GLASS: "ground_glass", CONSOLIDATION: "consolidation"}
 INPUT_SIZE = 256
 DOMAIN = "lungcrop-lungwindow-clahe-256"
 

@@ -43,17 +43,18 @@ def thread_map(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
         return list(pool.map(fn, items))
 
 
-def process_map(fn: Callable[[T], R], items: Iterable[T], chunksize: int = 8) -> Iterator[R]:
-    """``fn`` over ``items`` (in order) in forked worker processes, one per available CPU; in this
-    process where the platform cannot fork or there is one CPU. ``fn`` must be a module-level
-    function; its exceptions reach the caller."""
+def process_map(fn: Callable[[T], R], items: Iterable[T], chunksize: int = 8, min_items: int = 16) -> Iterator[R]:
+    """``fn`` over ``items`` (in order) in worker processes, one per available CPU: those of
+    :func:`start_worker_processes`, else forked for the call. In this process where there are
+    fewer than ``min_items`` items (forking would cost more), the platform cannot fork or there is
+    one CPU. ``fn`` must be a module-level function; its exceptions reach the caller."""
     items = list(items)
-    if _WORKERS is not None:
+    if _WORKERS is not None and len(items) >= min_items:
         yield from _WORKERS.map(fn, items, chunksize=chunksize)
         return
     workers = min(len(items), available_cpus())
     pool: Executor | None = None
-    if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
+    if workers > 1 and len(items) >= min_items and "fork" in multiprocessing.get_all_start_methods():
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
     if pool is None:
         yield from map(fn, items)
