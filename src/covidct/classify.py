@@ -131,11 +131,14 @@ def lung_input_mask(lung_mask: np.ndarray, box: Box, dilate_px: int = LUNG_MASK_
     return t
 
 
-def predict_probabilities(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 32) -> np.ndarray:
-    """Softmax class probabilities (n, 3) for prepared inputs (n, 1, 224, 224)."""
+def predict_probabilities(
+    model: torch.nn.Module, x: torch.Tensor, batch_size: int = 32, bf16: bool | None = None
+) -> np.ndarray:
+    """Softmax class probabilities (n, 3) for prepared inputs (n, 1, 224, 224); ``bf16`` as for
+    :func:`covidct.models.weights.inference`."""
     channels = getattr(model, "in_channels", 1)
     out = []
-    with model_weights.inference():
+    with model_weights.inference(bf16):
         for start in range(0, len(x), batch_size):
             batch = x[start : start + batch_size]
             if channels != 1:

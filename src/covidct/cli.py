@@ -269,11 +269,8 @@ def cmd_track(args: argparse.Namespace) -> int:
 
 
 def cmd_train_lungs(args: argparse.Namespace) -> int:
-    import torch
-
     from covidct.train import lungs as train_lungs
 
-    torch.set_num_threads(args.threads or torch.get_num_threads())
     card = train_lungs.train(**_training_kwargs(args), encoder_weights=args.encoder_weights)
     _print_training_result(args.out, card)
     return 0
@@ -298,11 +295,8 @@ def cmd_evaluate_lungs(args: argparse.Namespace) -> int:
 
 
 def cmd_train_classifier(args: argparse.Namespace) -> int:
-    import torch
-
     from covidct.train import classifier as train_classifier
 
-    torch.set_num_threads(args.threads or torch.get_num_threads())
     card = train_classifier.train(
         **_training_kwargs(args),
         weights=args.weights,
@@ -336,11 +330,8 @@ def cmd_evaluate_classifier(args: argparse.Namespace) -> int:
 
 
 def cmd_train_infection(args: argparse.Namespace) -> int:
-    import torch
-
     from covidct.train import infection as train_infection
 
-    torch.set_num_threads(args.threads or torch.get_num_threads())
     card = train_infection.train(**_training_kwargs(args), width=args.width)
     _print_training_result(args.out, card)
     return 0
@@ -604,6 +595,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if args.debug else logging.WARNING)
+    if getattr(args, "threads", None):  # the training commands' --threads
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         return int(args.func(args))
     except InputError as exc:

@@ -61,7 +61,7 @@ def gradcam(model: nn.Module, x: torch.Tensor, layers: tuple[str, ...] = GRADCAM
             for name in layers
         ]
         try:
-            with torch.enable_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=model_weights.bf16_inference()):
+            with torch.enable_grad(), model_weights.autocast():
                 inp = model_weights.channels_last(x.expand(-1, network.in_channels, -1, -1).detach())
                 log_p = F.log_softmax(network(inp).float(), dim=1)
                 score = torch.log1p(-log_p[:, 0].exp().clamp(max=1 - 1e-6))  # log p_abnormal

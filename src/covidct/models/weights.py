@@ -57,14 +57,19 @@ def bf16_inference() -> bool:
         return False
 
 
-@contextmanager
-def inference() -> Iterator[None]:
-    """No-gradient inference, under bfloat16 autocast when :func:`bf16_inference` says so.
+def autocast(bf16: bool | None = None) -> torch.autocast:
+    """bfloat16 autocast on the CPU: as ``bf16`` says, or as :func:`bf16_inference` when None."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16_inference() if bf16 is None else bf16)
 
-    Validation metrics of every shipped network stay within 0.5 % of float32 under it
+
+@contextmanager
+def inference(bf16: bool | None = None) -> Iterator[None]:
+    """No-gradient inference under :func:`autocast` (``bf16=False``: float32 on any CPU).
+
+    Validation metrics of every shipped network stay within 0.5 % of float32 under bf16
     (benchmarks/README.md, "Speed"); slices whose score sits at a threshold can cross it.
     """
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16_inference()):
+    with torch.inference_mode(), autocast(bf16):
         yield
 
 

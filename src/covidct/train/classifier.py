@@ -24,9 +24,9 @@ sensitivity and specificity on the same split are optimistic for that reason.
 
 from __future__ import annotations
 
-import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,7 @@ from covidct.models import weights as model_weights
 from covidct.train import metrics
 from covidct.train.augment import random_affine_grid, warp
 from covidct.train.data import COVID_CT_MD_STUDIES, load_ucsd, load_zenodo20, read_slice_labels
-from covidct.train.loop import seed_everything, train_step
+from covidct.train.loop import fit, seed_everything
 
 NORMAL, COVID, CAP = range(3)
 ARCHITECTURE_ARGS: dict[str, dict[str, Any]] = {
@@ -229,30 +229,14 @@ def train_network(
     """
     channels = model.in_channels
     loss_weights = class_weights(y.numpy())
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-2)
-    steps = epochs * math.ceil(len(x) / batch_size)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.15)
-    start, done = time.monotonic(), 0
-    bar = tqdm(range(epochs), desc=desc, unit="epoch", disable=None)
-    for _ in bar:
-        model.train()
-        order = torch.randperm(len(x), generator=gen)
-        losses = []
-        for i in range(0, len(order) - 1, batch_size):
-            idx = order[i : i + batch_size]
-            if len(idx) < 2:  # BatchNorm needs two samples
-                continue
-            xb = augment(x[idx], gen).expand(-1, channels, -1, -1)
-            yb = y[idx]
-            losses.append(train_step(
-                model, xb, lambda logits: F.cross_entropy(logits, yb, weight=loss_weights, label_smoothing=0.05),
-                optimizer, scheduler, bf16,
-            ))
-        done += 1
-        bar.set_postfix(loss=f"{np.mean(losses):.4f}")
-        if max_minutes is not None and time.monotonic() - start > 60 * max_minutes:
-            break
-    model.eval()
+
+    def batch(idx: torch.Tensor) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+        yb = y[idx]
+        xb = augment(x[idx], gen).expand(-1, channels, -1, -1)
+        return xb, lambda logits: F.cross_entropy(logits, yb, weight=loss_weights, label_smoothing=0.05)
+
+    done, _ = fit(model, torch.arange(len(x)), batch, gen, epochs, batch_size, lr, bf16, max_minutes, desc,
+                  weight_decay=1e-2, warmup=0.15, min_batch=2)  # batch norm needs two samples
     return done
 
 
@@ -322,7 +306,9 @@ def train(
         model.eval()
     else:
         model = networks[0]
-    probs = classify.predict_probabilities(model, inputs(val_set, lung_masked))
+    # Operating thresholds are chosen in float32, the reference every CPU reproduces: under bf16
+    # the pooled Youden point moved 0.856 -> 0.825 (a flat stretch of the ROC).
+    probs = classify.predict_probabilities(model, inputs(val_set, lung_masked), bf16=False)
     threshold = metrics.youden_threshold(1 - probs[:, NORMAL], val_set.labels != NORMAL)
     card = {
         "name": Path(out_stem).name,

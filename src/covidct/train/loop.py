@@ -51,9 +51,12 @@ def fit(
     bf16: bool,
     max_minutes: float | None = None,
     desc: str = "train",
+    weight_decay: float = 1e-4,
+    warmup: float = 0.1,
+    min_batch: int = 1,
 ) -> tuple[int, float]:
-    """Train in place: AdamW (weight decay 1e-4), one-cycle learning rate (10 % warm-up), each
-    epoch over ``items`` in a random order, in batches of ``batch_size``.
+    """Train in place: AdamW, one-cycle learning rate, each epoch over ``items`` in a random
+    order, in batches of ``batch_size``.
 
     Parameters
     ----------
@@ -61,14 +64,17 @@ def fit(
     batch : indices -> (network input, loss of the float32 logits), augmentation included
     gen : shuffling (and the caller's augmentation) draws
     max_minutes : stop after the epoch that passes this much time
+    weight_decay : AdamW's
+    warmup : fraction of the steps the one-cycle schedule spends rising
+    min_batch : shorter batches (the last one of an epoch) are skipped; 2 for batch norm
 
     Returns
     -------
     (epochs done, seconds)
     """
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps = epochs * math.ceil(len(items) / batch_size)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.1)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=warmup)
     start, done = time.monotonic(), 0
     bar = tqdm(range(epochs), desc=desc, unit="epoch", disable=None)
     for _ in bar:
@@ -76,7 +82,10 @@ def fit(
         order = items[torch.randperm(len(items), generator=gen)]
         losses = []
         for i in range(0, len(order), batch_size):
-            x, loss_of = batch(order[i : i + batch_size])
+            idx = order[i : i + batch_size]
+            if len(idx) < min_batch:
+                continue
+            x, loss_of = batch(idx)
             losses.append(train_step(model, x, loss_of, optimizer, scheduler, bf16))
         done += 1
         bar.set_postfix(loss=f"{np.mean(losses):.4f}")
