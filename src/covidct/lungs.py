@@ -81,7 +81,7 @@ class LungMasks:
         """(y, x) bool: where any slice has lung (crop boxes are drawn around it)."""
         return self.labels.any(axis=0)
 
-    @property
+    @cached_property
     def lung_slices(self) -> np.ndarray:
         """Indices of the slices that contain lung."""
         return np.flatnonzero(self.labels.reshape(self.labels.shape[0], -1).any(axis=1))

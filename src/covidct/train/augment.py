@@ -52,3 +52,17 @@ def random_affine_grid(
 def warp(x: torch.Tensor, grid: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
     """Resample (N, C, H, W) on ``grid``; zeros outside."""
     return F.grid_sample(x, grid, mode=mode, padding_mode="zeros", align_corners=False)
+
+
+def random_crop(gen: torch.Generator, crop: int, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Cut one random ``crop`` x ``crop`` window per sample out of the last two axes of every
+    tensor (the same window in each: an image and its labels stay aligned); the tensors are
+    returned as they are when ``crop`` is not smaller than their side."""
+    n, size = tensors[0].shape[0], tensors[0].shape[-1]
+    if crop >= size:
+        return tensors
+    top = torch.randint(0, size - crop + 1, (n,), generator=gen)
+    left = torch.randint(0, size - crop + 1, (n,), generator=gen)
+    return tuple(
+        torch.stack([t[i, ..., a : a + crop, b : b + crop] for i, (a, b) in enumerate(zip(top, left))]) for t in tensors
+    )

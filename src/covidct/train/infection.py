@@ -35,7 +35,7 @@ from torch.nn import functional as F
 from covidct import classify, infection
 from covidct.models import UNet
 from covidct.models import weights as model_weights
-from covidct.train.augment import random_affine_grid, warp
+from covidct.train.augment import random_affine_grid, random_crop, warp
 from covidct.train.data import SliceCase, TypedSlice, load_medseg, load_zenodo20
 from covidct.train.loop import fit, seed_everything
 from covidct.train.metrics import dice
@@ -96,12 +96,7 @@ def augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, crop: int) -
     grid = random_affine_grid(x.shape, gen, max_rotation_deg=15.0, max_shift=0.05)
     x = warp(x, grid)
     y = warp(y[:, None].float(), grid, mode="nearest")[:, 0].long()
-    size = x.shape[-1]
-    if crop < size:
-        top = torch.randint(0, size - crop + 1, (n,), generator=gen)
-        left = torch.randint(0, size - crop + 1, (n,), generator=gen)
-        x = torch.stack([x[i, :, t : t + crop, l : l + crop] for i, (t, l) in enumerate(zip(top, left))])
-        y = torch.stack([y[i, t : t + crop, l : l + crop] for i, (t, l) in enumerate(zip(top, left))])
+    x, y = random_crop(gen, crop, x, y)
     u = torch.rand(n, generator=gen)
     gamma = torch.where(u < 0.5, 0.7 + 0.7 * torch.rand(n, generator=gen), torch.ones(n))[:, None, None, None]
     return x.clamp(0, 1) ** gamma, y

@@ -21,7 +21,7 @@ from torch.nn import functional as F
 from covidct import lungs
 from covidct.models import UNet, VGG16UNet
 from covidct.models import weights as model_weights
-from covidct.train.augment import random_affine_grid, warp
+from covidct.train.augment import random_affine_grid, random_crop, warp
 from covidct.train.data import SliceCase, load_zenodo20
 from covidct.train.loop import fit, seed_everything
 from covidct.train.metrics import dice
@@ -49,12 +49,8 @@ def augment(
     grid = random_affine_grid(x.shape, gen)
     x = warp(x, grid)
     y = (warp(y, grid) > 0.5).float()
-    size = x.shape[-1]
-    if crop < size:
-        top = torch.randint(0, size - crop + 1, (n,), generator=gen)
-        left = torch.randint(0, size - crop + 1, (n,), generator=gen)
-        x = torch.stack([x[i, :, t : t + crop, l : l + crop] for i, (t, l) in enumerate(zip(top, left))])
-        y = torch.stack([y[i, :, t : t + crop, l : l + crop] for i, (t, l) in enumerate(zip(top, left))])
+    x, y = random_crop(gen, crop, x, y)
+
     def u(size: int) -> torch.Tensor:
         return torch.rand(size, generator=gen)
 
