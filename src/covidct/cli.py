@@ -165,13 +165,15 @@ def _print_summary(report: dict[str, Any], out: Path) -> None:
     gg, cons = s["infection_by_type_ml"]["ground_glass"], s["infection_by_type_ml"]["consolidation"]
     print(f"segmented: ground-glass {gg:.1f} mL, consolidation {cons:.1f} mL; involved "
           f"R {s['segmentation_involvement_pct']['right']:.1f} % / L {s['segmentation_involvement_pct']['left']:.1f} %")
+    dicom = report["outputs"].get("dicom")
+    extra = f", dicom/ ({2 + len(dicom['key_slices'])} objects)" if dicom else ""
     print(f"wrote {out}/report.html, report.json, lungs.nii.gz, localization.nii.gz, infection.nii.gz, "
-          f"overview3d.png in {report['timing_s']['total']:.1f} s")
+          f"overview3d.png{extra} in {report['timing_s']['total']:.1f} s")
     for warning in report["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)
 
 
-def _analyze_to(path: str | Path, out: Path, force: bool, on_gap: str = "reject") -> dict[str, Any]:
+def _analyze_to(path: str | Path, out: Path, force: bool, on_gap: str = "reject", dicom: bool = False) -> dict[str, Any]:
     """load -> analyze -> write, with a progress bar on stderr; returns the report dict.
 
     The DICOM decoding workers are forked first; torch and the report's libraries then import
@@ -188,6 +190,11 @@ def _analyze_to(path: str | Path, out: Path, force: bool, on_gap: str = "reject"
     with tqdm(desc="analyze", unit="stage", file=sys.stderr, disable=None, leave=False) as bar:
         start = time.perf_counter()
         volume = covidct.load(path, on_gap=on_gap)
+        sources = None
+        if dicom:  # before the work: a NIfTI or resampled input cannot be referenced
+            from covidct.io.dicom import read_source_headers
+
+            sources = read_source_headers(volume)
         load_s = time.perf_counter() - start
         bar.set_postfix_str("load")
         bar.update()
@@ -203,7 +210,7 @@ def _analyze_to(path: str | Path, out: Path, force: bool, on_gap: str = "reject"
             bar.update()
 
         analysis = analyze(volume, on_stage=stage_done)
-        report = write_report(analysis, out, load_s=load_s, force=force)
+        report = write_report(analysis, out, load_s=load_s, force=force, dicom_sources=sources)
         bar.update()
     return report
 
@@ -212,7 +219,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from covidct.report.folders import check_output_dir
 
     out = check_output_dir(args.output, args.force)  # refuse before the work, not after
-    report = _analyze_to(args.path, out, args.force, "resample" if args.resample_gaps else "reject")
+    report = _analyze_to(args.path, out, args.force, "resample" if args.resample_gaps else "reject", args.dicom)
     if args.json:
         print(json.dumps(report))
     else:
@@ -265,6 +272,36 @@ def cmd_track(args: argparse.Namespace) -> int:
         print(f"wrote {out}/track.json and track.png")
     for warning in track["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from covidct import serve
+
+    overrides = dict(ae_title=args.ae_title, host=args.host, port=args.port, destination=args.destination,
+                     allowed_ae_titles=args.allow, storage=args.storage, workers=args.workers, idle_s=args.idle_s)
+    try:
+        if args.config:
+            config = serve.load_config(args.config, **overrides)
+        else:
+            config = serve.config_from({}, "flags", **overrides)
+    except OSError as exc:
+        raise InputError(f"{args.config}: cannot read the settings ({exc.strerror}).") from None
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    root = logging.getLogger()
+    root.setLevel(logging.DEBUG if args.debug else logging.INFO)
+    for handler in root.handlers:  # a long-running node: every line with its time
+        handler.setFormatter(_LowerLevelFormatter("%(asctime)s covidct: %(levelname)s: %(message)s"))
+    logging.getLogger("pynetdicom").setLevel(logging.DEBUG if args.debug else logging.WARNING)
+    try:
+        node = serve.DicomNode(config)
+    except OSError as exc:
+        raise InputError(f"{config.storage}: cannot use as storage ({exc.strerror}).") from None
+    try:
+        node.serve_forever()
+    except OSError as exc:  # the port is taken or not ours to bind
+        raise InputError(f"{config.host}:{config.port}: cannot listen ({exc.strerror}).") from None
     return 0
 
 
@@ -471,7 +508,33 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--force", action="store_true", help="replace a non-empty output folder")
     an.add_argument("--json", action="store_true", help="print report.json on stdout")
     an.add_argument("--resample-gaps", action="store_true", help="as for info")
+    an.add_argument("--dicom", action="store_true",
+                    help="also write OUT/dicom/: a DICOM Segmentation (lungs, ground-glass, consolidation, "
+                    "localization), a TID 1500 measurement SR and the key slices as secondary captures, in the "
+                    "source study (DICOM input only)")
     an.set_defaults(func=cmd_analyze)
+
+    sv = sub.add_parser(
+        "serve",
+        help="a DICOM node: receive CT studies from a PACS, analyze them, send SEG/SR/key slices back",
+        description="Listen for DICOM associations (C-ECHO, C-STORE). A study is complete when none of its "
+        "instances arrived for --idle-s seconds; it is then analyzed (covidct analyze --dicom, --workers at a "
+        "time) and its DICOM Segmentation, measurement SR and key-slice secondary captures are C-STOREd to "
+        "--destination. Received files are on disk before they are acknowledged; a restart resumes unfinished "
+        "studies. Settings come from --config (TOML, the same names with underscores; see README) and the "
+        f"flags, which win. Logs one line per study. {covidct.DISCLAIMER}",
+    )
+    sv.add_argument("--config", metavar="TOML", help="settings file")
+    sv.add_argument("--ae-title", help="this node's AE title (default COVIDCT)")
+    sv.add_argument("--host", help="address to listen on (default 0.0.0.0: all)")
+    sv.add_argument("--port", type=int, help="port to listen on (default 11112)")
+    sv.add_argument("--destination", metavar="HOST:PORT:AET", help="where results are sent (default: kept only)")
+    sv.add_argument("--allow", nargs="+", metavar="AET", help="calling AE titles accepted (default: any)")
+    sv.add_argument("--storage", help="folder for received studies and results (default ./covidct-serve)")
+    sv.add_argument("--workers", type=_positive_int, help="studies analyzed at the same time (default 1)")
+    sv.add_argument("--idle-s", type=_positive_float, help="seconds without a new instance before a study "
+                    "counts as complete (default 10)")
+    sv.set_defaults(func=cmd_serve)
 
     demo = sub.add_parser(
         "demo",

@@ -77,6 +77,10 @@ class VolumeMeta:
     slice_z_mm: tuple[float, ...] = ()
     #: What the loader had to work around (gantry tilt, duplicates dropped, ...).
     warnings: tuple[str, ...] = ()
+    #: DICOM only: the file holding each slice, in the source's own slice order (see
+    #: :func:`to_source_order`); empty when slices were resampled or came from multi-frame objects,
+    #: since then no single stored image matches a slice. DICOM outputs reference these images.
+    source_files: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, eq=False)
@@ -153,6 +157,30 @@ def to_canonical(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.
     out = apply_orientation(array, transform)
     new_affine = affine @ inv_ornt_aff(transform, array.shape)
     return out, new_affine, source_ornt
+
+
+def to_source_order(array: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, np.ndarray]:
+    """Put a canonical (z, y, x) array back into the voxel order the input came in.
+
+    Parameters
+    ----------
+    array : 3-D ndarray
+        Values on the Volume's canonical grid (HU, labels, maps).
+    geometry : Geometry
+        The Volume's geometry (``source_ornt`` says how the input was stored).
+
+    Returns
+    -------
+    array : 3-D ndarray
+        A view in the source's order: for DICOM (slice, row, column) as stored, slices in the
+        order of ``VolumeMeta.source_files``.
+    affine : (4, 4) ndarray
+        Maps the returned array's voxel index to LPS millimetres.
+    """
+    from nibabel.orientations import apply_orientation, inv_ornt_aff, ornt_transform
+
+    back = ornt_transform(CANONICAL_ORNT, geometry.source_ornt)
+    return apply_orientation(array, back), geometry.affine @ inv_ornt_aff(back, array.shape)
 
 
 def spacing_from_affine(affine: np.ndarray) -> tuple[float, float, float]:

@@ -441,6 +441,31 @@ def _resample_z(hu: np.ndarray, d: np.ndarray, target: np.ndarray) -> np.ndarray
 # public
 
 
+def read_source_headers(volume: Volume) -> list[Dataset]:
+    """The DICOM headers (no pixel data) of the images a Volume was stacked from, in the source's
+    own slice order, for outputs that must reference them (DICOM SEG, SR, secondary captures).
+
+    Raises
+    ------
+    InputError
+        The volume was not read from single-frame DICOM images one for one (NIfTI, a 2-D
+        picture, resampled gaps, multi-frame objects), or a file changed since it was read.
+    """
+    files = volume.meta.source_files
+    if volume.meta.source_format != "dicom" or not files:
+        raise InputError(
+            f"{volume.meta.source_path}: DICOM outputs need a series of single-frame DICOM CT images "
+            "read one for one (not NIfTI, a 2-D picture, a resampled series or multi-frame objects)."
+        )
+    headers = []
+    for path in files:
+        try:
+            headers.append(pydicom.dcmread(path, stop_before_pixels=True))
+        except (OSError, InvalidDicomError) as exc:
+            raise InputError(f"{path}: cannot re-read the header ({exc}); was the series changed?") from exc
+    return headers
+
+
 def _date(value: object) -> str:
     s = str(value or "")
     return f"{s[:4]}-{s[4:6]}-{s[6:8]}" if len(s) == 8 and s.isdigit() else ""
@@ -530,5 +555,7 @@ def load_dicom(path: str | os.PathLike[str], on_gap: GapPolicy = "reject") -> Vo
             series_description=str(header.get("SeriesDescription", "")),
             slice_z_mm=geometry.slice_z_mm(array.shape),
             warnings=tuple(warnings),
+            source_files=() if target is not None or any(s.frame is not None for s in slices)
+            else tuple(str(s.path) for s in slices),
         ),
     )

@@ -23,7 +23,8 @@ def report_dict(
     Parameters
     ----------
     analysis : from :func:`covidct.pipeline.analyze`
-    outputs : file names written beside report.json (``html``, ``lungs``, ...; None if absent)
+    outputs : file names written beside report.json (``html``, ``lungs``, ...; None if absent;
+        ``dicom``: the DICOM objects' names, or None when not asked for)
     timing_s : seconds per stage, including ``load``, ``report`` and ``total`` (None: stage not built)
 
     ``scores`` holds the DESIGN fields plus, from the typed segmentation,

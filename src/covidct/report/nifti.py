@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from covidct.volume import CANONICAL_ORNT, Geometry
+from covidct.volume import Geometry, to_source_order
 
 #: covidct works in DICOM's LPS; NIfTI affines are RAS.
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -42,11 +42,8 @@ def write_nifti(array: np.ndarray, geometry: Geometry, path: str | os.PathLike[s
     Path of the written file.
     """
     import nibabel as nib
-    from nibabel.orientations import apply_orientation, inv_ornt_aff, ornt_transform
 
-    back = ornt_transform(CANONICAL_ORNT, geometry.source_ornt)
-    source_array = apply_orientation(array, back)
-    source_affine = geometry.affine @ inv_ornt_aff(back, array.shape)
+    source_array, source_affine = to_source_order(array, geometry)
     # covidct (z, y, x) -> NIfTI (i, j, k) = (x, y, z). NIfTI stores i fastest, which is the
     # memory order of a C-ordered (z, y, x) array: the transposed view is written without a copy.
     data = np.transpose(source_array, (2, 1, 0))

@@ -1,5 +1,5 @@
 """Write an analysis as a folder: report.json, report.html, lungs.nii.gz, localization.nii.gz,
-infection.nii.gz, overview3d.png. Everything is written into a hidden staging folder beside the target and
+infection.nii.gz, overview3d.png, and on request dicom/ (SEG, SR, secondary captures). Everything is written into a hidden staging folder beside the target and
 renamed into place at the end, so a failure never leaves a half-written result."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -23,6 +24,7 @@ from covidct.report.nifti import write_nifti
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+    from pydicom.dataset import Dataset
 
     from covidct.pipeline import Analysis
 
@@ -33,6 +35,8 @@ OUTPUTS = {
     "infection": "infection.nii.gz",
     "overview_png": "overview3d.png",
 }
+#: Subfolder of the DICOM outputs (``analyze --dicom``).
+DICOM_FOLDER = "dicom"
 #: Key slices shown with their heat maps in the HTML report.
 MAX_KEY_SLICES = 6
 
@@ -63,7 +67,8 @@ def key_slices(analysis: Analysis, count: int = MAX_KEY_SLICES) -> list[int]:
     return sorted(int(k) for k in order if area[k] > 0)
 
 
-def write_report(analysis: Analysis, out_dir: str | os.PathLike[str], load_s: float = 0.0, force: bool = False) -> dict[str, Any]:
+def write_report(analysis: Analysis, out_dir: str | os.PathLike[str], load_s: float = 0.0, force: bool = False,
+                 dicom_sources: Sequence[Dataset] | None = None) -> dict[str, Any]:
     """Write the report folder and return the report dict (as in report.json).
 
     Parameters
@@ -72,6 +77,9 @@ def write_report(analysis: Analysis, out_dir: str | os.PathLike[str], load_s: fl
     out_dir : the folder to create (replaced as a whole when ``force``)
     load_s : seconds spent reading the input, for ``timing_s``
     force : replace a non-empty ``out_dir``
+    dicom_sources : headers of the source CT images (:func:`covidct.io.dicom.read_source_headers`);
+        when given, the DICOM SEG, SR and key-slice secondary captures are written under
+        ``dicom/`` (:mod:`covidct.report.dicom`) and listed in ``outputs["dicom"]``
     """
     start = time.perf_counter()
     out = check_output_dir(out_dir, force)
@@ -90,7 +98,7 @@ def write_report(analysis: Analysis, out_dir: str | os.PathLike[str], load_s: fl
         lung[analysis.lungs.lung_slices] = True
         curve_png = _png(figures.probability_curve(z, 1.0 - analysis.probabilities[:, 0], lung,
                                                    analysis.decision.slice_threshold))
-        slides = []
+        slides, pictures = [], []
         for k in key_slices(analysis):
             rgb = np.concatenate([
                 figures.heatmap_overlay(vol.array[k], analysis.maps[k], analysis.lungs.labels[k], vol.is_hu),
@@ -99,12 +107,19 @@ def write_report(analysis: Analysis, out_dir: str | os.PathLike[str], load_s: fl
             where = "" if vol.slice_z_mm[k] is None else f", z {vol.slice_z_mm[k]:.1f} mm"
             p = analysis.probabilities[k]
             slides.append((f"slice {k}{where}: p_abnormal {1 - p[0]:.2f} (COVID-19 {p[1]:.2f}, CAP {p[2]:.2f})", _rgb_png(rgb)))
+            pictures.append((k, rgb))
+        dicom_outputs = None
+        if dicom_sources is not None:
+            from covidct.report.dicom import write_dicom
+
+            dicom_outputs = write_dicom(analysis, report_dict(analysis, {}, {}), dicom_sources, pictures,
+                                        stage / DICOM_FOLDER)
         for written in niftis:
             written.result()  # re-raises a failed write
         timing: dict[str, float | None] = {"load": load_s, **analysis.timing_s}
         timing["report"] = time.perf_counter() - start
         timing["total"] = sum(v for v in timing.values() if v is not None)
-        report = report_dict(analysis, dict(OUTPUTS), timing)
+        report = report_dict(analysis, {**OUTPUTS, "dicom": dicom_outputs}, timing)
         (stage / OUTPUTS["html"]).write_text(render(report, slides, curve_png, overview_png), encoding="utf-8")
         (stage / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return report
