@@ -34,3 +34,13 @@ def phantom_series(tmp_path: Path, small_phantom: phantom.Phantom) -> Path:
     folder = tmp_path / "series"
     phantom.write_dicom_series(small_phantom.volume, folder)
     return folder
+
+
+@pytest.fixture()
+def receiver():
+    """A C-STORE SCP on loopback for results (tests/dicomnet.py)."""
+    from dicomnet import Receiver
+
+    node = Receiver()
+    yield node
+    node.stop()

@@ -291,7 +291,7 @@ def write_dicom_series(
         ds.FrameOfReferenceUID = frame_uid
         ds.Modality = "CT"
         ds.Manufacturer = meta.manufacturer
-        ds.PatientName = meta.patient_id
+        ds.PatientName = f"{meta.patient_id}^covidct"  # family^given: a one-part name is ambiguous
         ds.PatientID = meta.patient_id
         ds.StudyDate = meta.study_date.replace("-", "")
         ds.StudyID = "1"

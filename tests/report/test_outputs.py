@@ -19,7 +19,7 @@ SCHEMA_KEYS = {
         # added (DESIGN: "Fields may be added"): the typed segmentation's involvement
         "segmentation_volume_ml", "segmentation_involvement_pct", "segmentation_zones_pct", "infection_by_type_pct",
     },
-    "outputs": {"html", "lungs", "localization", "infection", "overview_png"},
+    "outputs": {"html", "lungs", "localization", "infection", "overview_png"} | {"dicom"},  # added: --dicom
     "timing_s": {"load", "lungs", "classify", "localize", "infection", "report", "total"},
 }
 
@@ -41,6 +41,7 @@ def test_report_folder_matches_the_design_schema(analysis, tmp_path):
         report["scores"]["segmentation_volume_ml"], abs=0.02)
     on_disk = json.loads((out / "report.json").read_text())
     assert on_disk == report and report["schema"] == "covidct.report/1"
+    assert report["outputs"]["dicom"] is None  # not asked for
     for section, keys in SCHEMA_KEYS.items():
         assert set(report[section] if section else report) == keys, section
     assert set(report["slices"][0]) == {"index", "z_mm", "lung_area_mm2", "p_abnormal", "probabilities", "positive"}

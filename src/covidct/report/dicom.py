@@ -16,6 +16,7 @@ accepts.
 from __future__ import annotations
 
 import os
+from copy import deepcopy
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -78,8 +79,7 @@ def complete_type2(sources: Sequence[Dataset]) -> list[Dataset]:
     (never invented: an empty value is what the standard says a missing one means)."""
     out = []
     for ds in sources:
-        copy = Dataset(ds)  # shallow: only top-level elements are added
-        copy.file_meta = getattr(ds, "file_meta", Dataset())
+        copy = deepcopy(ds)  # headers only (no pixel data): small
         for keyword in TYPE2_COPIED:
             if keyword not in copy:
                 setattr(copy, keyword, "")
