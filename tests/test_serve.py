@@ -69,6 +69,19 @@ def test_bad_settings_are_one_line_errors_exit_2(tmp_path, capsys, text, message
     assert not (Path.cwd() / "covidct-serve").exists()
 
 
+def test_a_port_in_use_is_a_one_line_error_and_creates_nothing(tmp_path, capsys):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--host", "127.0.0.1", "--port", str(port), "--storage", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("covidct: error: ") and "cannot listen" in err[0]
+    assert not (tmp_path / "s").exists()
+
+
 def test_echo_allow_list_and_a_study_round_trip(studies, receiver, tmp_path):
     from pynetdicom import AE
     from pynetdicom.sop_class import Verification

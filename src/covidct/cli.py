@@ -295,13 +295,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         handler.setFormatter(_LowerLevelFormatter("%(asctime)s covidct: %(levelname)s: %(message)s"))
     logging.getLogger("pynetdicom").setLevel(logging.DEBUG if args.debug else logging.WARNING)
     try:
-        node = serve.DicomNode(config)
-    except OSError as exc:
-        raise InputError(f"{config.storage}: cannot use as storage ({exc.strerror}).") from None
-    try:
-        node.serve_forever()
-    except OSError as exc:  # the port is taken or not ours to bind
-        raise InputError(f"{config.host}:{config.port}: cannot listen ({exc.strerror}).") from None
+        serve.DicomNode(config).serve_forever()
+    except OSError as exc:  # the port is taken or not ours to bind, the storage not writable
+        raise InputError(f"{exc}.") from None
     return 0
 
 

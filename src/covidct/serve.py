@@ -205,8 +205,6 @@ class DicomNode:
     def __init__(self, config: ServeConfig) -> None:
         self.config = config
         self.root = config.storage
-        for name in ("incoming", "queue", "results", "done", "failed"):
-            (self.root / name).mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._arrivals: dict[str, _Arrival] = {}
         self._busy: set[str] = set()
@@ -362,12 +360,13 @@ class DicomNode:
                     self._arrivals[folder.name] = _Arrival(time.monotonic(), count, {"(before restart)"})
 
     def start(self) -> None:
-        """Recover, then listen (returns at once; the server runs in threads)."""
+        """Listen, prepare the storage folder and recover what a previous run left (returns at
+        once; the server runs in threads). Raises OSError, saying which, when the port cannot be
+        bound or the storage folder cannot be used; nothing is created then."""
         from pydicom.uid import ImplicitVRLittleEndian
         from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
         from pynetdicom.sop_class import Verification
 
-        self.recover()
         ae = AE(ae_title=self.config.ae_title)
         for context in AllStoragePresentationContexts:
             ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
@@ -377,7 +376,17 @@ class DicomNode:
         ae.maximum_pdu_size = 0
         handlers = [(evt.EVT_C_ECHO, self._on_echo), (evt.EVT_C_STORE, self._on_store),
                     (evt.EVT_REJECTED, self._on_rejected)]
-        self._server = ae.start_server((self.config.host, self.config.port), block=False, evt_handlers=handlers)
+        try:
+            self._server = ae.start_server((self.config.host, self.config.port), block=False, evt_handlers=handlers)
+        except OSError as exc:
+            raise OSError(f"{self.config.host}:{self.config.port}: cannot listen ({exc.strerror or exc})") from None
+        try:
+            for name in ("incoming", "queue", "results", "done", "failed"):
+                (self.root / name).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            self._server.shutdown()
+            raise OSError(f"{self.root}: cannot use as storage ({exc.strerror or exc})") from None
+        self.recover()  # before the watcher: studies found here are not yet idle
         self._watcher = threading.Thread(target=self._watch, name="covidct-idle", daemon=True)
         self._watcher.start()
         log.info("covidct serve: %s listening on %s:%d, results to %s, storage %s, %d worker(s), idle %.0f s%s",
@@ -402,10 +411,10 @@ class DicomNode:
 
     def serve_forever(self) -> None:
         """:meth:`start`, then run until SIGINT or SIGTERM, then :meth:`stop`."""
+        self.start()
         done = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: done.set())
-        self.start()
         done.wait()
         log.info("covidct serve: stopping")
         self.stop()

@@ -131,6 +131,17 @@ def test_dicom_outputs_need_dicom_input(small_phantom, tmp_path):
         read_source_headers(small_phantom.volume)  # made in memory, like a NIfTI input
 
 
+def test_analyze_dicom_refuses_nifti_input_before_any_work(small_phantom, tmp_path, capsys):
+    from covidct.cli import main
+    from covidct.report.nifti import write_nifti
+
+    write_nifti(small_phantom.volume.array, small_phantom.volume.geometry, tmp_path / "ct.nii.gz")
+    assert main(["analyze", str(tmp_path / "ct.nii.gz"), "-o", str(tmp_path / "out"), "--dicom"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "DICOM outputs need" in err[0]
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.skipif(shutil.which("dciodvfy") is None,
                     reason="dciodvfy not installed (Debian package dicom3tools; .ci/run installs it)")
 def test_dciodvfy_finds_no_error(written):
