@@ -17,12 +17,12 @@ def free_port() -> int:
 class Receiver:
     """A C-STORE SCP on loopback standing in for the PACS that gets covidct's results."""
 
-    def __init__(self, ae_title: str = "RESULTS") -> None:
+    def __init__(self, ae_title: str = "RESULTS", port: int | None = None) -> None:
         import threading
 
         from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 
-        self.ae_title, self.port = ae_title, free_port()
+        self.ae_title, self.port = ae_title, port or free_port()
         self.datasets: list = []
         self._lock = threading.Lock()
         ae = AE(ae_title=ae_title)

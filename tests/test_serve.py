@@ -168,3 +168,25 @@ def test_a_node_killed_during_an_analysis_finishes_the_study_after_a_restart(stu
         assert len({d.SOPInstanceUID for d in got}) == len(got)  # each object once
     finally:
         restarted.stop()
+
+
+def test_results_wait_for_a_destination_that_is_down_and_are_sent_when_it_is_back(studies, tmp_path):
+    from dicomnet import Receiver
+
+    port, dest_port = free_port(), free_port()
+    node = ServeProcess(tmp_path / "store", port, "--idle-s", "1", "--retry-s", "1",
+                        "--destination", f"127.0.0.1:{dest_port}:LATE")
+    uid = study_uid(studies[0])
+    try:
+        send_files(files(studies[0]), port, calling="SENDER")
+        node.wait_for_log("sending to LATE", 120)
+        assert (tmp_path / "store" / "results" / uid / "report.json").is_file()
+        late = Receiver("LATE", port=dest_port)
+        try:
+            node.wait_for_log("objects sent to", 60)
+            assert len(results_of(late, uid)) >= MIN_RESULTS
+        finally:
+            late.stop()
+        assert node.log().count("complete:") == 1  # analyzed once, sent when it could be
+    finally:
+        node.stop()

@@ -279,7 +279,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from covidct import serve
 
     overrides = dict(ae_title=args.ae_title, host=args.host, port=args.port, destination=args.destination,
-                     allowed_ae_titles=args.allow, storage=args.storage, workers=args.workers, idle_s=args.idle_s)
+                     allowed_ae_titles=args.allow, storage=args.storage, workers=args.workers, idle_s=args.idle_s,
+                     retry_s=args.retry_s)
     try:
         if args.config:
             config = serve.load_config(args.config, **overrides)
@@ -530,6 +531,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--workers", type=_positive_int, help="studies analyzed at the same time (default 1)")
     sv.add_argument("--idle-s", type=_positive_float, help="seconds without a new instance before a study "
                     "counts as complete (default 10)")
+    sv.add_argument("--retry-s", type=_positive_float, help="seconds between attempts to send results while the "
+                    "destination cannot be reached (default 60; the results are kept meanwhile)")
     sv.set_defaults(func=cmd_serve)
 
     demo = sub.add_parser(

@@ -6,7 +6,9 @@ How a study travels through the storage folder::
     incoming/<StudyInstanceUID>/<SOPInstanceUID>.dcm   received; each file is on disk (fsync'ed)
                                                         before its C-STORE is acknowledged
     queue/<StudyInstanceUID>/                          no instance arrived for ``idle_s``: complete
-    results/<StudyInstanceUID>/                        ``covidct analyze --dicom`` output
+    results/<StudyInstanceUID>/                        ``covidct analyze --dicom`` output (kept,
+                                                        and sent again every ``retry_s``, while
+                                                        the destination cannot be reached)
     done/<StudyInstanceUID>.json                       results sent: what happened, for the record
     failed/<StudyInstanceUID>/ + reason.txt            rejected (malformed) or failed, with why
 
@@ -75,6 +77,7 @@ class ServeConfig:
     storage : the folder holding received studies, results and the record of each
     workers : analyses run at the same time
     idle_s : a study is complete when none of its instances arrived for this long
+    retry_s : seconds between attempts to send results while the destination cannot be reached
     """
 
     ae_title: str = "COVIDCT"
@@ -85,6 +88,7 @@ class ServeConfig:
     storage: Path = Path("covidct-serve")
     workers: int = 1
     idle_s: float = 10.0
+    retry_s: float = 60.0
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.ae_title) <= 16:
@@ -93,8 +97,8 @@ class ServeConfig:
             raise ValueError(f"port {self.port}: 0 to 65535")
         if self.workers < 1:
             raise ValueError(f"workers {self.workers}: at least 1")
-        if self.idle_s <= 0:
-            raise ValueError(f"idle_s {self.idle_s}: must be positive")
+        if self.idle_s <= 0 or self.retry_s <= 0:
+            raise ValueError(f"idle_s {self.idle_s}, retry_s {self.retry_s}: must be positive")
 
 
 def load_config(path: str | os.PathLike[str], **overrides: Any) -> ServeConfig:
@@ -129,7 +133,7 @@ def config_from(raw: dict[str, Any], where: str = "settings", **overrides: Any) 
             values["storage"] = Path(values["storage"])
         if "allowed_ae_titles" in values:
             values["allowed_ae_titles"] = tuple(str(a) for a in values["allowed_ae_titles"])
-        for key, kind in (("port", int), ("workers", int), ("idle_s", float)):
+        for key, kind in (("port", int), ("workers", int), ("idle_s", float), ("retry_s", float)):
             if key in values:
                 values[key] = kind(values[key])
         return ServeConfig(**values)
@@ -285,7 +289,16 @@ class DicomNode:
             report = json.loads((results / "report.json").read_text(encoding="utf-8"))
             sent = 0
             if self.config.destination is not None:
-                sent = send_folder(results / "dicom", self.config.destination, self.config.ae_title)
+                try:
+                    sent = send_folder(results / "dicom", self.config.destination, self.config.ae_title)
+                except (RuntimeError, OSError) as exc:  # the destination is down: the results are kept
+                    if not self._stopping.is_set():
+                        log.error("study %s: analyzed, but sending to %s failed (%s); retrying in %.0f s",
+                                  study, self.config.destination, exc, self.config.retry_s)
+                        retry = threading.Timer(self.config.retry_s, self._retry, args=(study,))
+                        retry.daemon = True
+                        retry.start()
+                    return
             record = {
                 "study_uid": study, "instances": n_files, "decision": report["decision"]["label"],
                 "diagnosis": report["decision"]["diagnosis"], "corona_score_cm3": report["scores"]["corona_score_cm3"],
@@ -294,6 +307,7 @@ class DicomNode:
             }
             _fsync_write(self.root / "done" / f"{study}.json", (json.dumps(record, indent=2) + "\n").encode())
             shutil.rmtree(queued, ignore_errors=True)
+            shutil.rmtree(self.root / "failed" / study, ignore_errors=True)  # of an earlier, broken send
             log.info("study %s: %s (%s), Corona score %.1f cm3, %d objects sent to %s in %.1f s",
                      study, record["decision"], record["diagnosis"], record["corona_score_cm3"], sent,
                      record["destination"] or "nowhere (no destination)", record["seconds"])
@@ -304,6 +318,11 @@ class DicomNode:
         finally:
             with self._lock:
                 self._busy.discard(study)
+
+    def _retry(self, study: str) -> None:
+        with self._lock:
+            if not self._stopping.is_set() and study not in self._busy and (self.root / "queue" / study).is_dir():
+                self._submit(study)
 
     def _analyze(self, queued: Path, results: Path) -> str | None:
         """Run ``covidct analyze --dicom`` in a child process; None on success, else the reason."""
