@@ -518,8 +518,9 @@ def build_parser() -> argparse.ArgumentParser:
         "instances arrived for --idle-s seconds; it is then analyzed (covidct analyze --dicom, --workers at a "
         "time) and its DICOM Segmentation, measurement SR and key-slice secondary captures are C-STOREd to "
         "--destination. Received files are on disk before they are acknowledged; a restart resumes unfinished "
-        "studies. Settings come from --config (TOML, the same names with underscores; see README) and the "
-        f"flags, which win. Logs one line per study. {covidct.DISCLAIMER}",
+        "studies. Settings come from --config (TOML keys ae_title, host, port, allowed_ae_titles, storage, "
+        "workers, idle_s, retry_s and a [destination] table with host, port, ae_title; see README) and the flags, "
+        f"which win. Logs one line per study. {covidct.DISCLAIMER}",
     )
     sv.add_argument("--config", metavar="TOML", help="settings file")
     sv.add_argument("--ae-title", help="this node's AE title (default COVIDCT)")
