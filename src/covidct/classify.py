@@ -26,6 +26,8 @@ the model tell sources apart, so it is not used.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch.nn import functional as F
@@ -200,3 +202,12 @@ def classify_slices(
 def load_classifier(name_or_path: str = "classifier") -> model_weights.LoadedModel:
     """The slice classifier (shipped by default), checked against this module's input domain."""
     return model_weights.load(name_or_path, expect_input={"domain": DOMAIN, "size": INPUT_SIZE})
+
+
+def slice_threshold(card: dict[str, Any], is_hu: bool) -> float:
+    """The card's operating threshold on p_abnormal: ``threshold`` for CT in Hounsfield units,
+    ``picture_threshold`` for 8-bit pictures when the card has one (the two input paths are
+    calibrated differently; each threshold is chosen on validation data of its own kind)."""
+    if not is_hu and card.get("picture_threshold") is not None:
+        return float(card["picture_threshold"])
+    return float(card["threshold"])

@@ -126,9 +126,9 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
     model = _load_model(classify.load_classifier, args.weights)
     lung_model = lungs.load_lung_model()
-    threshold = float(model.card["threshold"])
     for path in args.paths:
         volume = covidct.load(path, on_gap="resample" if args.resample_gaps else "reject")
+        threshold = classify.slice_threshold(model.card, volume.is_hu)
         masks = lungs.segment_lungs(volume, lung_model)
         probs = classify.classify_slices(volume, masks, model)
         z_mm = volume.slice_z_mm
@@ -338,6 +338,7 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
         val_studies=tuple(args.val_study),
         lung_masked=not args.no_lung_mask,
         members=args.members,
+        exclude_train_sources=tuple(args.exclude_train_source),
     )
     _print_training_result(args.out, card, threshold=card["threshold"])
     return 0
@@ -359,7 +360,8 @@ def cmd_evaluate_classifier(args: argparse.Namespace) -> int:
             extra = f"  AUC COVID vs NonCOVID {row['auc_covid']:.4f}" if "auc_covid" in row else ""
             print(f"{source:<12} {row['slices']:4d} slices  AUC abnormal {auc}  sensitivity {row['sensitivity']}"
                   f"  specificity {row['specificity']}{extra}")
-        print(f"threshold {result['threshold']}; wrote {args.out}/classifier_metrics.json and classifier_roc.png")
+        print(f"threshold {result['threshold']} (HU), {result['picture_threshold']} (8-bit pictures); "
+              f"wrote {args.out}/classifier_metrics.json and classifier_roc.png")
     return 0
 
 
@@ -590,6 +592,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "leave-one-study-out estimates)")
     tc.add_argument("--no-lung-mask", action="store_true",
                     help="show the model the whole lung crop, not only the lungs (the comparison in the README)")
+    tc.add_argument("--exclude-train-source", action="append", default=[], choices=["ucsd", "zenodo20", "covid_ct_md"],
+                    help="do not train on this source's train split (repeatable; its validation split is still "
+                    "evaluated). The shipped classifier excludes zenodo20: all its slices are infected, so its look "
+                    "alone meant abnormal")
     tc.set_defaults(func=cmd_train_classifier)
 
     ec = ev_sub.add_parser("classifier", help="AUC, sensitivity, specificity per source; ROC PNG")

@@ -113,7 +113,7 @@ def analyze(
     timing["classify"] = time.perf_counter() - start
     done("classify")
 
-    slice_threshold = float(classifier.card["threshold"])
+    slice_threshold = classify.slice_threshold(classifier.card, volume.is_hu)
     case_threshold = (classifier.card.get("case_threshold") or {}).get("threshold")
     if case_threshold is None:
         case_threshold = DEFAULT_CASE_THRESHOLD

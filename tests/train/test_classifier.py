@@ -44,6 +44,22 @@ def test_evaluate_probabilities_per_source():
     assert m["sources"]["zenodo20"]["auc_abnormal"] is None  # one class only
     assert m["sources"]["zenodo20"]["sensitivity"] == 1.0
     assert m["pooled"]["confusion_matrix"]["counts"] == [[3, 0, 0], [0, 3, 0], [0, 0, 1]]
+    # 8-bit pictures are judged at their own threshold, HU slices at the main one
+    m = tc.evaluate_probabilities(probs, data, threshold=0.5, picture_threshold=0.65)
+    assert m["picture_threshold"] == 0.65 and m["sources"]["ucsd"]["specificity"] == 1.0  # 0.4 and 0.1 < 0.65
+    assert m["sources"]["ucsd"]["sensitivity"] == 1.0 and m["sources"]["covid_ct_md"]["specificity"] == 1.0
+
+
+def test_picture_threshold_is_chosen_on_pictures_only_and_used_for_them():
+    from covidct import classify
+
+    data = _slice_set([0, 0, 1, 1, 0, 1], ["ucsd"] * 4 + ["covid_ct_md"] * 2)
+    probs = np.array([[0.9, 0.1, 0], [0.5, 0.5, 0], [0.2, 0.8, 0], [0.1, 0.9, 0], [0.95, 0.05, 0], [0.9, 0.1, 0]])
+    t = tc._picture_threshold(probs, data)
+    assert 0.5 < t <= 0.8  # separates the pictures; the HU rows (0.05, 0.1) play no part
+    card = {"threshold": 0.3, "picture_threshold": t}
+    assert classify.slice_threshold(card, is_hu=True) == 0.3 and classify.slice_threshold(card, is_hu=False) == t
+    assert classify.slice_threshold({"threshold": 0.3}, is_hu=False) == 0.3  # older cards
 
 
 def test_ucsd_official_splits_share_no_patient(shared_data):

@@ -17,9 +17,11 @@ Data (all from ../shared/data), split by patient / case / study, never by slice:
 Classes are weighted by inverse frequency in the loss. Augmentation follows the published
 pipeline: rotation ±10° (p 0.8), zoom (p 0.5), horizontal flip, random crop (shift).
 
-The operating threshold on p_abnormal = 1 - p(Normal) is chosen on the validation split
-(Youden's J over all its slices) and stored in the model card; AUCs do not depend on it, but
-sensitivity and specificity on the same split are optimistic for that reason.
+The operating thresholds on p_abnormal = 1 - p(Normal) are chosen on the validation split and
+stored in the model card: ``threshold`` (Youden's J over all its slices; used for CT in HU) and
+``picture_threshold`` (Youden's J over its 8-bit pictures; used for 2-D pictures, whose input path
+is calibrated differently). AUCs do not depend on them, but sensitivity and specificity on the
+same split are optimistic for that reason.
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ ARCHITECTURE_ARGS: dict[str, dict[str, Any]] = {
 
 
 FIELDS = ("images", "masks", "labels", "source", "group", "split")
+#: The one source read in Hounsfield units; the others are 8-bit pictures.
+HU_SOURCE = "covid_ct_md"
 
 
 @dataclass(frozen=True, eq=False)
@@ -134,7 +138,7 @@ def build_slice_set(
     """
     data = _prepare(data_dir, cache)
     split = data.split.copy()
-    is_md = data.source == "covid_ct_md"
+    is_md = data.source == HU_SOURCE
     split[is_md] = np.where(np.isin(data.group[is_md], list(val_studies)), "val", "train")
     return SliceSet(data.images, data.masks, data.labels, data.source, data.group, split)
 
@@ -255,6 +259,7 @@ def train(
     val_studies: tuple[str, ...] = (),
     lung_masked: bool = True,
     members: int = 1,
+    exclude_train_sources: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Train on the train split and save weights + model card at ``out_stem``.
 
@@ -274,6 +279,9 @@ def train(
     lung_masked : show the model only the (dilated) lungs, zero elsewhere
     members : CompactResNet only: train this many networks, with seeds ``seed``, ``seed + 1``,
         ..., and save their average (:class:`~covidct.models.resnet.CompactResNetEnsemble`)
+    exclude_train_sources : sources whose train split is not trained on (their validation split
+        is still evaluated). The shipped classifier leaves out zenodo20, whose slices are all
+        infected: trained on, its look alone meant "abnormal" (a source shortcut)
 
     Returns
     -------
@@ -284,6 +292,8 @@ def train(
     if members > 1 and architecture != "CompactResNet":
         raise ValueError("--members applies to --arch CompactResNet only")
     data = build_slice_set(data_dir, cache, val_studies)
+    if exclude_train_sources:
+        data = data.subset(~(np.isin(data.source, list(exclude_train_sources)) & (data.split == "train")))
     train_set, val_set = data.subset(data.split == "train"), data.subset(data.split == "val")
     args = ARCHITECTURE_ARGS[architecture]
     x_all = inputs(train_set, lung_masked)
@@ -310,6 +320,7 @@ def train(
     # the pooled Youden point moved 0.856 -> 0.825 (a flat stretch of the ROC).
     probs = classify.predict_probabilities(model, inputs(val_set, lung_masked), bf16=False)
     threshold = metrics.youden_threshold(1 - probs[:, NORMAL], val_set.labels != NORMAL)
+    picture_threshold = _picture_threshold(probs, val_set)
     card = {
         "name": Path(out_stem).name,
         "task": "slice classification: Normal / COVID-19 / CAP; p_abnormal = 1 - p(Normal)",
@@ -326,12 +337,16 @@ def train(
             + ("; zero outside the lung mask (dilated 4 px)" if lung_masked else ""),
         },
         "threshold": round(threshold, 4),
-        "threshold_rule": "Youden's J on p_abnormal over the validation split",
+        "threshold_rule": "Youden's J on p_abnormal over the validation split (used for CT in HU)",
+        "picture_threshold": None if picture_threshold is None else round(picture_threshold, 4),
+        "picture_threshold_rule": "Youden's J on p_abnormal over the validation 8-bit pictures with both classes "
+        "(ucsd val; used for 2-D pictures, whose input path is calibrated differently)",
         "case_threshold": case_threshold(probs, val_set, round(threshold, 4)),
         "training": {
             "data": "ucsd_covid_ct official train/val (Zhao et al. 2020, research use); zenodo20_slices "
             "(Ma et al., CC BY-NC-SA 4.0) cases.csv split; covid_ct_md (Afshar et al. 2021, CC BY 4.0)",
             "val_studies": list(val_studies),
+            "excluded_train_sources": list(exclude_train_sources),
             "caveat": "CAP: one study (cap001, 30 infected slices) is all the CAP data there is; CAP is "
             "not validated and the CAP probability is weakly supported",
             "counts": describe(data),
@@ -347,26 +362,41 @@ def train(
             "train_seconds": round(train_s, 1),
             "torch": torch.__version__,
         },
-        "metrics": {"val": evaluate_probabilities(probs, val_set, threshold)},
+        "metrics": {"val": evaluate_probabilities(probs, val_set, threshold, picture_threshold)},
     }
     model_weights.save(model, card, out_stem, half=True)  # float16 on disk: half the size, same AUCs (README)
     return card
 
 
-def evaluate_probabilities(probs: np.ndarray, data: SliceSet, threshold: float) -> dict[str, Any]:
+def _picture_threshold(probs: np.ndarray, data: SliceSet) -> float | None:
+    """Youden's J over the 8-bit (non-HU) validation pictures, None without both classes."""
+    pictures = data.source != HU_SOURCE
+    abnormal = data.labels[pictures] != NORMAL
+    if not abnormal.any() or abnormal.all():
+        return None
+    return metrics.youden_threshold(1 - probs[pictures, NORMAL], abnormal)
+
+
+def evaluate_probabilities(probs: np.ndarray, data: SliceSet, threshold: float,
+                           picture_threshold: float | None = None) -> dict[str, Any]:
     """Metrics per data source and pooled, for probabilities ``probs`` of the rows of ``data``.
 
     * ucsd: AUC of p(COVID-19) for COVID vs NonCOVID (the dataset's task) and of p_abnormal;
     * covid_ct_md: AUC of p_abnormal for slices with vs without infection (radiologist labels);
     * zenodo20: sensitivity only (every slice is infected);
-    * sensitivity / specificity of p_abnormal >= ``threshold``; pooled 3-class confusion matrix.
+    * sensitivity / specificity of p_abnormal >= the threshold of the row's kind: ``threshold``
+      for HU slices, ``picture_threshold`` (when given) for 8-bit pictures, as at inference;
+      pooled 3-class confusion matrix.
     """
     p_abnormal = 1 - probs[:, NORMAL]
     abnormal = data.labels != NORMAL
-    out: dict[str, Any] = {"threshold": round(threshold, 4), "sources": {}}
+    row_threshold = np.where(data.source == HU_SOURCE, threshold,
+                             threshold if picture_threshold is None else picture_threshold)
+    out: dict[str, Any] = {"threshold": round(threshold, 4), "sources": {},
+                           "picture_threshold": None if picture_threshold is None else round(picture_threshold, 4)}
     for source in np.unique(data.source):
         keep = data.source == source
-        sens, spec = metrics.sensitivity_specificity(p_abnormal[keep], abnormal[keep], threshold)
+        sens, spec = metrics.sensitivity_specificity(p_abnormal[keep], abnormal[keep], row_threshold[keep])
         row: dict[str, Any] = {
             "slices": int(keep.sum()),
             "groups": sorted(set(data.group[keep].tolist())) if source != "ucsd" else int(len(np.unique(data.group[keep]))),
@@ -378,7 +408,7 @@ def evaluate_probabilities(probs: np.ndarray, data: SliceSet, threshold: float) 
         if source == "ucsd":
             row["auc_covid"] = _round(metrics.roc_auc(probs[keep, COVID], data.labels[keep] == COVID))
         out["sources"][str(source)] = row
-    sens, spec = metrics.sensitivity_specificity(p_abnormal, abnormal, threshold)
+    sens, spec = metrics.sensitivity_specificity(p_abnormal, abnormal, row_threshold)
     out["pooled"] = {
         "slices": len(data),
         "auc_abnormal": _round(metrics.roc_auc(p_abnormal, abnormal)),
@@ -406,7 +436,7 @@ def case_threshold(probs: np.ndarray, data: SliceSet, slice_threshold: float) ->
     ``{"threshold": float | None, "normal_slice_fp_rate", "abnormal_study_ratio", "studies"}``;
     threshold None when the validation split holds no abnormal HU study or the two overlap.
     """
-    keep = data.source == "covid_ct_md"
+    keep = data.source == HU_SOURCE
     positive = (1 - probs[:, NORMAL]) >= slice_threshold
     studies = sorted(set(data.group[keep].tolist()))
     normal_rows = keep & (data.labels == NORMAL)
@@ -453,7 +483,9 @@ def evaluate(
     start = time.monotonic()
     probs = classify.predict_probabilities(model.model, x)
     seconds = time.monotonic() - start
-    result = evaluate_probabilities(probs, val_set, float(model.card["threshold"]))
+    picture = model.card.get("picture_threshold")
+    result = evaluate_probabilities(probs, val_set, float(model.card["threshold"]),
+                                    None if picture is None else float(picture))
     result["model"] = {"name": model.name, "sha256": model.sha256}
     result["slices_per_s_224"] = round(len(val_set) / seconds, 1)
     curves = {}
