@@ -161,7 +161,7 @@ def test_classify_a_2d_image(shared_data, capsys):
 def test_evaluate_classifier_writes_metrics_and_roc(shared_data, tmp_path, capsys):
     """The shipped classifier on its validation split (ucsd official val, zenodo20 val cases,
     covid_ct_md P001): data it did not train on. The floors sit below the measured AUCs
-    (0.76 and 0.84) so that they flag a broken pipeline, not noise."""
+    (0.80 and 0.89) so that they flag a broken pipeline, not noise."""
     from PIL import Image
 
     out = tmp_path / "eval"
@@ -170,10 +170,11 @@ def test_evaluate_classifier_writes_metrics_and_roc(shared_data, tmp_path, capsy
     assert json.loads((out / "classifier_metrics.json").read_text()) == result
     assert Image.open(out / "classifier_roc.png").size[0] > 300
     ucsd = result["sources"]["ucsd"]
-    assert ucsd["slices"] == 118 and ucsd["auc_abnormal"] >= 0.70
+    assert ucsd["slices"] == 118 and ucsd["auc_abnormal"] >= 0.75
     assert result["sources"]["covid_ct_md"]["groups"] == ["P001"]
-    assert result["sources"]["covid_ct_md"]["auc_abnormal"] >= 0.75
-    assert result["sources"]["zenodo20"]["sensitivity"] >= 0.7
+    assert result["sources"]["covid_ct_md"]["auc_abnormal"] >= 0.80
+    assert result["picture_threshold"] > result["threshold"]  # 8-bit pictures have their own operating point
+    assert result["sources"]["zenodo20"]["slices"] == 76 and result["sources"]["zenodo20"]["positives"] == 76
 
 
 def test_analyze_writes_a_report_and_refuses_to_overwrite(phantom_series, tmp_path, capsys):
