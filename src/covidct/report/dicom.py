@@ -313,18 +313,25 @@ def key_slice_captures(slides: Sequence[tuple[int, np.ndarray]], sources: Sequen
     return captures
 
 
-def write_dicom(analysis: Analysis, report: dict[str, Any], sources: Sequence[Dataset],
-                slides: Sequence[tuple[int, np.ndarray]], folder: str | os.PathLike[str]) -> dict[str, Any]:
-    """Write seg.dcm, sr.dcm and sc_NNN.dcm into ``folder``; returns their names (relative to
-    ``folder``'s parent) for report.json ``outputs``."""
+def write_segmentation(analysis: Analysis, sources: Sequence[Dataset], folder: str | os.PathLike[str]) -> str:
+    """Write ``seg.dcm`` (:func:`segmentation`) into ``folder``; returns its name relative to
+    ``folder``'s parent, for report.json ``outputs``. ``sources`` as from :func:`complete_type2`."""
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
-    sources = complete_type2(sources)
-    seg = segmentation(analysis, sources)
-    seg.save_as(out / "seg.dcm", enforce_file_format=True)
+    segmentation(analysis, sources).save_as(out / "seg.dcm", enforce_file_format=True)
+    return f"{out.name}/seg.dcm"
+
+
+def write_measurements_and_captures(analysis: Analysis, report: dict[str, Any], sources: Sequence[Dataset],
+                                    slides: Sequence[tuple[int, np.ndarray]],
+                                    folder: str | os.PathLike[str]) -> dict[str, Any]:
+    """Write ``sr.dcm`` and ``sc_NNN.dcm`` into ``folder``; returns their names (relative to
+    ``folder``'s parent) for report.json ``outputs``. ``sources`` as from :func:`complete_type2`."""
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
     measurement_report(analysis, report, sources).save_as(out / "sr.dcm", enforce_file_format=True)
     names = []
     for i, sc in enumerate(key_slice_captures(slides, sources, analysis), start=1):
         sc.save_as(out / f"sc_{i:03d}.dcm", enforce_file_format=True)
         names.append(f"{out.name}/sc_{i:03d}.dcm")
-    return {"segmentation": f"{out.name}/seg.dcm", "report": f"{out.name}/sr.dcm", "key_slices": names}
+    return {"report": f"{out.name}/sr.dcm", "key_slices": names}

@@ -83,9 +83,15 @@ def write_report(analysis: Analysis, out_dir: str | os.PathLike[str], load_s: fl
     """
     start = time.perf_counter()
     out = check_output_dir(out_dir, force)
-    with staged_folder(out) as stage, ThreadPoolExecutor(max_workers=1) as writer:
+    with staged_folder(out) as stage, ThreadPoolExecutor(max_workers=2) as writer:
         vol = analysis.volume
-        # The masks are gzipped in a second thread (zlib releases the GIL) while the figures render.
+        seg_job, sources = None, None
+        if dicom_sources is not None:  # the DICOM Segmentation is the longest output: started first
+            from covidct.report import dicom
+
+            sources = dicom.complete_type2(dicom_sources)
+            seg_job = writer.submit(dicom.write_segmentation, analysis, sources, stage / DICOM_FOLDER)
+        # The masks are gzipped in other threads (zlib releases the GIL) while the figures render.
         niftis = [
             writer.submit(write_nifti, array, vol.geometry, stage / OUTPUTS[name])
             for name, array in (("lungs", analysis.lungs.labels), ("localization", analysis.maps),
@@ -109,11 +115,10 @@ def write_report(analysis: Analysis, out_dir: str | os.PathLike[str], load_s: fl
             slides.append((f"slice {k}{where}: p_abnormal {1 - p[0]:.2f} (COVID-19 {p[1]:.2f}, CAP {p[2]:.2f})", _rgb_png(rgb)))
             pictures.append((k, rgb))
         dicom_outputs = None
-        if dicom_sources is not None:
-            from covidct.report.dicom import write_dicom
-
-            dicom_outputs = write_dicom(analysis, report_dict(analysis, {}, {}), dicom_sources, pictures,
-                                        stage / DICOM_FOLDER)
+        if seg_job is not None:
+            rest = dicom.write_measurements_and_captures(analysis, report_dict(analysis, {}, {}), sources, pictures,
+                                                         stage / DICOM_FOLDER)
+            dicom_outputs = {"segmentation": seg_job.result(), **rest}
         for written in niftis:
             written.result()  # re-raises a failed write
         timing: dict[str, float | None] = {"load": load_s, **analysis.timing_s}
