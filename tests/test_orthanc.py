@@ -32,9 +32,9 @@ RESULTS_WITHIN_S = 90.0
 class Orthanc:
     """An Orthanc server with a temporary configuration and storage, on loopback ports."""
 
-    def __init__(self, folder: Path, covidct_port: int) -> None:
+    def __init__(self, folder: Path, covidct_port: int, **settings) -> None:
         self.http_port, self.dicom_port = free_port(), free_port()
-        config = {
+        config = settings | {
             "Name": "covidct-test", "StorageDirectory": str(folder / "db"), "IndexDirectory": str(folder / "db"),
             "HttpPort": self.http_port, "DicomPort": self.dicom_port, "DicomAet": "ORTHANC",
             "RemoteAccessAllowed": False, "AuthenticationEnabled": False, "Plugins": [],
@@ -72,17 +72,36 @@ class Orthanc:
         self.log.close()
 
 
+REPO = Path(__file__).resolve().parents[1]
+#: The README's example: Orthanc forwards every stable study to covidct once.
+FORWARD_LUA = REPO / "examples" / "orthanc" / "forward-to-covidct.lua"
+
+
 @pytest.fixture()
-def pacs(tmp_path):
+def pacs(tmp_path, request):
+    """Orthanc and a covidct node that sends results back to it; ``"by the Lua example"``
+    (indirect parameter) also installs examples/orthanc/forward-to-covidct.lua."""
     if shutil.which("Orthanc") is None:
         pytest.skip("Orthanc not installed (Debian package orthanc; .ci/run installs it where apt-get is allowed)")
     covidct_port = free_port()
-    orthanc = Orthanc(tmp_path, covidct_port)
+    lua = getattr(request, "param", "by hand") == "by the Lua example"
+    settings = {"LuaScripts": [str(FORWARD_LUA)], "StableAge": 2} if lua else {}
+    orthanc = Orthanc(tmp_path, covidct_port, **settings)
     node = ServeProcess(tmp_path / "covidct", covidct_port, "--allow", "ORTHANC", "--idle-s", "2",
                         "--destination", f"127.0.0.1:{orthanc.dicom_port}:ORTHANC")
     yield orthanc, node
     node.stop()
     orthanc.stop()
+
+
+@pytest.fixture()
+def studies_dir(tmp_path) -> Path:
+    """A small phantom study written as DICOM."""
+    from covidct import phantom
+
+    ph = phantom.make_phantom(shape=(32, 128, 128), spacing_mm=(5.0, 2.8, 2.8), seed=0)
+    phantom.write_dicom_series(ph.volume, tmp_path / "phantom")
+    return tmp_path / "phantom"
 
 
 def c_find_series_modalities(orthanc: Orthanc, study_uid: str) -> set[str]:
@@ -146,3 +165,18 @@ def test_orthanc_forwards_a_study_and_gets_seg_sr_and_key_slices_back(pacs, shar
               for group in sr.ContentSequence[-1].ContentSequence for item in group.ContentSequence
               if item.ValueType == "NUM" and item.ConceptNameCodeSequence[0].CodeMeaning == "Corona score"]
     assert corona == [report["scores"]["corona_score_cm3"]]
+
+
+@pytest.mark.parametrize("pacs", ["by the Lua example"], indirect=True)
+def test_the_lua_example_forwards_each_study_once(pacs, studies_dir):
+    """examples/orthanc/forward-to-covidct.lua: a stable study goes to covidct by itself, the
+    results come back into it, and their arrival does not send the study again."""
+    orthanc, node = pacs
+    for path in sorted(p for p in studies_dir.rglob("*") if p.is_file()):
+        answer = json.loads(orthanc.request("POST", "/instances", path.read_bytes()))
+    study_id = answer["ParentStudy"]
+    node.wait_for_log("objects sent to", 120)
+    time.sleep(8)  # the results made the study stable again (StableAge 2 s): no second forward
+    modalities = sorted(s["MainDicomTags"]["Modality"] for s in orthanc.get(f"/studies/{study_id}/series"))
+    assert modalities == ["CT", "OT", "SEG", "SR"]
+    assert node.log().count("complete:") == 1
