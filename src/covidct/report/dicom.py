@@ -27,6 +27,7 @@ from pydicom.sr.coding import Code
 
 import covidct
 from covidct.case import MAP_THRESHOLD
+from covidct.lungs import LEFT, RIGHT
 from covidct.volume import Geometry, to_source_order
 
 if TYPE_CHECKING:
@@ -136,8 +137,8 @@ def segment_stack(analysis: Analysis) -> np.ndarray:
     entry of :data:`SEGMENTS` (lungs and lesions overlap, so they cannot share one label map)."""
     geometry = analysis.volume.geometry
     channels = [
-        analysis.lungs.labels == 1,
-        analysis.lungs.labels == 2,
+        analysis.lungs.labels == RIGHT,
+        analysis.lungs.labels == LEFT,
         analysis.infection == 1,
         analysis.infection == 2,
         analysis.maps >= MAP_THRESHOLD,
