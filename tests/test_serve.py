@@ -69,6 +69,17 @@ def test_bad_settings_are_one_line_errors_exit_2(tmp_path, capsys, text, message
     assert not (Path.cwd() / "covidct-serve").exists()
 
 
+def test_analysis_children_share_the_cpus_between_workers(monkeypatch):
+    from covidct import parallel
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(parallel, "available_cpus", lambda: 8)
+    assert serve.DicomNode(serve.ServeConfig(workers=3))._child_environment()["OMP_NUM_THREADS"] == "2"
+    assert serve.DicomNode(serve.ServeConfig(workers=1))._child_environment()["TQDM_DISABLE"] == "1"
+    monkeypatch.setenv("OMP_NUM_THREADS", "5")  # the user's setting wins
+    assert serve.DicomNode(serve.ServeConfig(workers=3))._child_environment()["OMP_NUM_THREADS"] == "5"
+
+
 def test_a_port_in_use_is_a_one_line_error_and_creates_nothing(tmp_path, capsys):
     import socket
 

@@ -324,11 +324,19 @@ class DicomNode:
             if not self._stopping.is_set() and study not in self._busy and (self.root / "queue" / study).is_dir():
                 self._submit(study)
 
+    def _child_environment(self) -> dict[str, str]:
+        """The analysis child's environment: no progress bars, and the CPUs shared between the
+        workers (torch would give every child all of them), unless OMP_NUM_THREADS is set."""
+        from covidct.parallel import available_cpus
+
+        threads = str(max(1, available_cpus() // self.config.workers))
+        return {"OMP_NUM_THREADS": threads, **os.environ, "TQDM_DISABLE": "1"}
+
     def _analyze(self, queued: Path, results: Path) -> str | None:
         """Run ``covidct analyze --dicom`` in a child process; None on success, else the reason."""
         command = [sys.executable, "-m", "covidct", "analyze", str(queued), "-o", str(results), "--dicom", "--force"]
         child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                 env={**os.environ, "TQDM_DISABLE": "1"})
+                                 env=self._child_environment())
         with self._lock:
             self._children.add(child)
         try:
