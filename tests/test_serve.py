@@ -170,6 +170,7 @@ def test_a_node_killed_during_an_analysis_finishes_the_study_after_a_restart(stu
         node.stop()
     assert (tmp_path / "store" / "queue" / uid).is_dir() and not receiver.datasets
 
+    staging = list((tmp_path / "store" / "results").glob(".*"))  # the killed analysis's, if it got that far
     restarted = ServeProcess(tmp_path / "store", port, *args)  # nothing is sent again
     try:
         assert f"study {uid}: resuming after a restart" in restarted.log()
@@ -177,6 +178,8 @@ def test_a_node_killed_during_an_analysis_finishes_the_study_after_a_restart(stu
         got = results_of(receiver, uid)
         assert len(got) >= MIN_RESULTS and {"SEG", "SR", "OT"} == {d.Modality for d in got}
         assert len({d.SOPInstanceUID for d in got}) == len(got)  # each object once
+        assert not any(p.exists() for p in staging)
+        assert not list((tmp_path / "store" / "results").glob(".*"))
     finally:
         restarted.stop()
 

@@ -373,7 +373,10 @@ class DicomNode:
 
     def recover(self) -> None:
         """Pick up what a previous run left: queued studies are analyzed now, partly received
-        ones are complete after the idle time from now."""
+        ones are complete after the idle time from now; the hidden staging folders of analyses
+        that were killed are removed."""
+        for stale in (self.root / "results").glob(".*.covidct-*"):
+            shutil.rmtree(stale, ignore_errors=True)
         for folder in sorted((self.root / "queue").iterdir()):
             if folder.is_dir():
                 log.info("study %s: resuming after a restart", folder.name)
