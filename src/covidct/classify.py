@@ -97,6 +97,24 @@ def crop(slices: np.ndarray, box: Box) -> np.ndarray:
     return out
 
 
+def uncrop(x: np.ndarray | torch.Tensor, box: Box, shape: tuple[int, int], mode: str) -> np.ndarray:
+    """Put (n, s, s) model-resolution slices back into slices of ``shape`` (y, x): the inverse of
+    :func:`crop` and the resize in :func:`model_input`; zero outside the box, dtype kept.
+
+    ``mode`` is torch's interpolation: "bilinear" for maps, "nearest-exact" for labels.
+    """
+    y0, y1, x0, x1 = box
+    side = y1 - y0
+    options = {"align_corners": False} if mode == "bilinear" else {}
+    resized = F.interpolate(torch.as_tensor(x)[:, None], size=(side, side), mode=mode, **options)[:, 0].numpy()
+    height, width = shape
+    out = np.zeros((len(resized), height, width), dtype=resized.dtype)
+    sy0, sy1, sx0, sx1 = max(y0, 0), min(y1, height), max(x0, 0), min(x1, width)
+    if sy1 > sy0 and sx1 > sx0:
+        out[:, sy0:sy1, sx0:sx1] = resized[:, sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0]
+    return out
+
+
 def model_input(slices: np.ndarray, is_hu: bool, box: Box, size: int = INPUT_SIZE) -> torch.Tensor:
     """Map slices into the classifier's input domain (see module docstring).
 

@@ -83,15 +83,7 @@ def gradcam(model: nn.Module, x: torch.Tensor, layers: tuple[str, ...] = GRADCAM
 def uncrop(maps: np.ndarray, box: classify.Box, shape: tuple[int, int]) -> np.ndarray:
     """Put (n, s, s) maps back into slices of ``shape`` (y, x): the inverse of the lung-box
     crop and resize in :func:`covidct.classify.model_input` (bilinear); zero outside the box."""
-    y0, y1, x0, x1 = box
-    side = y1 - y0
-    height, width = shape
-    resized = F.interpolate(torch.from_numpy(maps)[:, None], size=(side, side), mode="bilinear", align_corners=False)
-    out = np.zeros((len(maps), height, width), dtype=np.float32)
-    sy0, sy1, sx0, sx1 = max(y0, 0), min(y1, height), max(x0, 0), min(x1, width)
-    if sy1 > sy0 and sx1 > sx0:
-        out[:, sy0:sy1, sx0:sx1] = resized[:, 0, sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0].numpy()
-    return out
+    return classify.uncrop(maps, box, shape, "bilinear").astype(np.float32, copy=False)
 
 
 def localize(
