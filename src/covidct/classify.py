@@ -156,15 +156,9 @@ def predict_probabilities(
 ) -> np.ndarray:
     """Softmax class probabilities (n, 3) for prepared inputs (n, 1, 224, 224); ``bf16`` as for
     :func:`covidct.models.weights.inference`."""
-    channels = getattr(model, "in_channels", 1)
-    out = []
-    with model_weights.inference(bf16):
-        for start in range(0, len(x), batch_size):
-            batch = x[start : start + batch_size]
-            if channels != 1:
-                batch = batch.expand(-1, channels, -1, -1)
-            out.append(F.softmax(model(model_weights.channels_last(batch)).float(), dim=1))
-    return torch.cat(out).numpy() if out else np.zeros((0, len(CLASSES)), dtype=np.float32)
+    if len(x) == 0:
+        return np.zeros((0, len(CLASSES)), dtype=np.float32)
+    return model_weights.predict_softmax(model, x, batch_size, bf16).numpy()
 
 
 def slice_inputs(volume: Volume, lungs: LungMasks, indices: np.ndarray, lung_masked: bool) -> torch.Tensor:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 from tqdm import tqdm
 
 from covidct import classify
@@ -43,12 +42,9 @@ def model_input(slices: np.ndarray, is_hu: bool, box: classify.Box) -> torch.Ten
 
 def predict_probabilities(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
     """Softmax over (none, ground-glass, consolidation): (n, 3, 256, 256) for inputs (n, 1, 256, 256)."""
-    out = []
-    with model_weights.inference():
-        for start in range(0, len(x), batch_size):
-            batch = model_weights.channels_last(x[start : start + batch_size])
-            out.append(F.softmax(model(batch).float(), dim=1))
-    return torch.cat(out) if out else torch.zeros((0, 3, *x.shape[-2:]))
+    if len(x) == 0:
+        return torch.zeros((0, 3, *x.shape[-2:]))
+    return model_weights.predict_softmax(model, x, batch_size)
 
 
 def segment_infection(

@@ -78,6 +78,22 @@ def channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last)
 
 
+def predict_softmax(model: torch.nn.Module, x: torch.Tensor, batch_size: int, bf16: bool | None = None) -> torch.Tensor:
+    """Softmax over the output channels of ``model`` for the inputs ``x``, in batches of
+    ``batch_size`` under :func:`inference` (``bf16`` as there), channels-last, as float32. A
+    one-channel input is repeated to the model's ``in_channels`` when it has more. ``x`` must not
+    be empty."""
+    channels = getattr(model, "in_channels", 1)
+    out = []
+    with inference(bf16):
+        for start in range(0, len(x), batch_size):
+            batch = x[start : start + batch_size]
+            if channels != 1:
+                batch = batch.expand(-1, channels, -1, -1)
+            out.append(torch.softmax(model(channels_last(batch)).float(), dim=1))
+    return torch.cat(out)
+
+
 def sha256_of(path: str | os.PathLike[str]) -> str:
     """Hex sha256 of a file."""
     digest = hashlib.sha256()
