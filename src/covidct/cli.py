@@ -331,15 +331,20 @@ def cmd_evaluate_lungs(args: argparse.Namespace) -> int:
 def cmd_train_classifier(args: argparse.Namespace) -> int:
     from covidct.train import classifier as train_classifier
 
-    card = train_classifier.train(
-        **_training_kwargs(args),
-        weights=args.weights,
-        cache=args.cache,
-        val_studies=tuple(args.val_study),
-        lung_masked=not args.no_lung_mask,
-        members=args.members,
-        exclude_train_sources=tuple(args.exclude_train_source),
-    )
+    try:
+        card = train_classifier.train(
+            **_training_kwargs(args),
+            weights=args.weights,
+            cache=args.cache,
+            val_studies=tuple(args.val_study),
+            lung_masked=not args.no_lung_mask,
+            members=args.members,
+            exclude_train_sources=tuple(args.exclude_train_source),
+            attention_weight=args.attention_weight,
+            attention_only_sources=tuple(args.attention_only_source),
+        )
+    except ValueError as exc:  # flags that do not go together
+        raise InputError(str(exc)) from None
     _print_training_result(args.out, card, threshold=card["threshold"])
     return 0
 
@@ -416,12 +421,15 @@ def _add_training_arguments(p: argparse.ArgumentParser, model: str, epochs: int,
     p.add_argument("--max-minutes", type=_positive_float,
                    help="stop after this much training time (the learning-rate schedule still spans --epochs: "
                    "set --epochs to what fits the budget)")
-    p.add_argument("--no-bf16", action="store_true", help="train in float32 (slower on CPUs with AMX/BF16)")
+    p.add_argument("--no-bf16", action="store_true",
+                   help="train in float32 (default: bfloat16 autocast where the CPU has native bf16, AVX-512 BF16 / "
+                   "AMX, float32 elsewhere: emulated bf16 is several times slower)")
     p.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's choice)")
 
 
 def _training_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The train() arguments every ``covidct train MODEL`` passes the same way."""
+    from covidct.models import weights as model_weights
     from covidct.train.data import default_data_dir
 
     return {
@@ -433,7 +441,7 @@ def _training_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "lr": args.lr,
         "seed": args.seed,
         "max_minutes": args.max_minutes,
-        "bf16": not args.no_bf16,
+        "bf16": not args.no_bf16 and model_weights.bf16_inference(),
     }
 
 
@@ -596,6 +604,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="do not train on this source's train split (repeatable; its validation split is still "
                     "evaluated). The shipped classifier excludes zenodo20: all its slices are infected, so its look "
                     "alone meant abnormal")
+    tc.add_argument("--attention-weight", type=float, default=0.0, metavar="W",
+                    help="weight of the guided-attention term: on training slices with infection masks (zenodo20), "
+                    "the share of the Grad-CAM map outside the infection is a loss (default 0: labels only)")
+    tc.add_argument("--attention-only-source", action="append", default=[], choices=["zenodo20"],
+                    help="train this source's slices for the guided-attention term only, not the class labels "
+                    "(where the network looks on them, not what it answers; needs --attention-weight)")
     tc.set_defaults(func=cmd_train_classifier)
 
     ec = ev_sub.add_parser("classifier", help="AUC, sensitivity, specificity per source; ROC PNG")

@@ -8,7 +8,7 @@ from covidct.train.data import load_ucsd, read_slice_labels
 def _slice_set(labels, source, split="val"):
     n = len(labels)
     return tc.SliceSet(
-        images=np.full((n, 8, 8), 0.5, np.float16), masks=np.zeros((n, 8, 8), bool),
+        images=np.full((n, 8, 8), 0.5, np.float16), masks=np.zeros((n, 8, 8), bool), infection=np.zeros((n, 8, 8), bool),
         labels=np.array(labels), source=np.array(source), group=np.array([f"g{i}" for i in range(n)]),
         split=np.array([split] * n),
     )
@@ -33,6 +33,80 @@ def test_augment_keeps_shape_and_range():
     out = tc.augment(x, gen)
     assert out.shape == x.shape and float(out.min()) >= 0 and float(out.max()) <= 1
     assert not torch.equal(out, x)
+
+
+def test_augment_warps_masks_with_the_images_draws():
+    x = torch.zeros(3, 1, 32, 32)
+    x[:, :, 4:12, 20:28] = 1.0
+    out, masks = tc.augment(x.clone(), torch.Generator().manual_seed(1), x.clone())
+    alone = tc.augment(x.clone(), torch.Generator().manual_seed(1))
+    assert torch.equal(out, alone)  # the masks take no draws: unguided training is unchanged
+    assert torch.allclose((out > 0.5).float(), (masks > 0.5).float())  # same warp (gamma keeps 0 and 1)
+
+
+def _attention_case(inside: bool) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    act = torch.zeros(1, 2, 4, 4)
+    act[0, 0, :2, :2] = 1.0  # evidence in the top-left quarter, channel 0 only
+    act.requires_grad_(True)
+    score = (act * torch.tensor([1.0, -1.0])[None, :, None, None]).sum(dim=(1, 2, 3))
+    infection = torch.zeros(1, 1, 16, 16)
+    if inside:
+        infection[..., :8, :8] = 1.0
+    else:
+        infection[..., 8:, 8:] = 1.0
+    return [act], score, infection
+
+
+def test_attention_loss_is_zero_inside_one_outside_and_differentiable():
+    acts, score, infection = _attention_case(inside=True)
+    assert float(tc.attention_loss(acts, score, infection).detach()) < 1e-5
+    acts, score, infection = _attention_case(inside=False)
+    loss = tc.attention_loss(acts, score, infection)
+    assert abs(float(loss.detach()) - 1.0) < 1e-5
+    loss.backward()
+    assert acts[0].grad is not None  # the graph through the Grad-CAM weights was kept
+
+
+def test_attention_loss_of_an_empty_map_is_one():
+    act = torch.zeros(2, 3, 4, 4, requires_grad=True)
+    score = act.sum(dim=(1, 2, 3)) * 0 + (act * -1).sum(dim=(1, 2, 3))  # negative weights: ReLU empties the map
+    assert abs(float(tc.attention_loss([act], score, torch.ones(2, 1, 8, 8)).detach()) - 1.0) < 1e-5
+
+
+def test_attention_only_source_needs_a_weight(tmp_path):
+    import pytest
+
+    with pytest.raises(ValueError, match="attention-weight"):
+        tc.train(tmp_path, tmp_path / "m", attention_only_sources=("zenodo20",))
+
+
+def test_guided_training_moves_grad_cam_into_the_masks():
+    """A toy task with a shortcut: abnormal images are brighter all over (a source's look) and
+    carry one marked square (the infection). Guided, more of the Grad-CAM lies on the square."""
+    from covidct import localize
+    from covidct.models.resnet import CompactResNet
+
+    gen = torch.Generator().manual_seed(0)
+    n = 48
+    x = torch.rand(n, 1, 64, 64, generator=gen) * 0.3
+    y = torch.arange(n) % 2
+    infection = torch.zeros(n, 1, 64, 64)
+    for i in range(1, n, 2):
+        a, b = torch.randint(4, 44, (2,), generator=gen).tolist()
+        x[i, :, a : a + 14, b : b + 14] += 0.4
+        infection[i, :, a : a + 14, b : b + 14] = 1.0
+        x[i] += 0.25
+    guided = y == 1
+    shares = {}
+    for weight in (0.0, 1.0):
+        torch.manual_seed(0)
+        model = CompactResNet(num_classes=3, in_channels=1, widths=[8, 8, 16, 16], blocks=[1, 1, 1, 1])
+        tc.train_network(model, x, y, torch.Generator().manual_seed(0), epochs=30, batch_size=16, lr=3e-3,
+                         bf16=False, infection=infection, guided=guided, attention_weight=weight)
+        cams = torch.from_numpy(localize.gradcam(model, x[guided]))
+        shares[weight] = float((cams * infection[guided, 0]).sum() / cams.sum())
+    # the squares cover 4.8 % of the images; measured 0.09 unguided, 0.25 guided
+    assert shares[1.0] > 2 * shares[0.0] and shares[1.0] > 0.15
 
 
 def test_evaluate_probabilities_per_source():

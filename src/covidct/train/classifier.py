@@ -55,7 +55,7 @@ ARCHITECTURE_ARGS: dict[str, dict[str, Any]] = {
 }
 
 
-FIELDS = ("images", "masks", "labels", "source", "group", "split")
+FIELDS = ("images", "masks", "infection", "labels", "source", "group", "split")
 #: The one source read in Hounsfield units; the others are 8-bit pictures.
 HU_SOURCE = "covid_ct_md"
 
@@ -66,6 +66,7 @@ class SliceSet:
 
     images: np.ndarray  # (n, 224, 224) float16 in [0, 1], classify.model_input output
     masks: np.ndarray  # (n, 224, 224) bool, classify.lung_input_mask output (all True: no lung found)
+    infection: np.ndarray  # (n, 224, 224) bool, radiologists' infection mask where the source has one (zenodo20)
     labels: np.ndarray  # (n,) int64 class index into classify.CLASSES
     source: np.ndarray  # (n,) "ucsd" | "zenodo20" | "covid_ct_md"
     group: np.ndarray  # (n,) patient / case / study id
@@ -89,7 +90,7 @@ def _ucsd_rows(data_dir: Path, lung_model: model_weights.LoadedModel) -> list[tu
         if m.mean() < classify.MIN_LUNG_FRACTION:
             m = torch.ones_like(m)
         group = item.patient_id or f"ucsd-unknown:{item.file.name}"
-        rows.append((x, m, COVID if item.covid else NORMAL, "ucsd", group, item.split))
+        rows.append((x, m, None, COVID if item.covid else NORMAL, "ucsd", group, item.split))
     return rows
 
 
@@ -99,8 +100,9 @@ def _zenodo_rows(data_dir: Path) -> list[tuple]:
         box = classify.lung_box(case.lungs)
         x = classify.model_input(case.images, is_hu=False, box=box)
         m = classify.lung_input_mask(case.lungs, box)
-        for xi, mi in zip(x, m):
-            rows.append((xi[None], mi[None], COVID, "zenodo20", case.case_id, case.split))
+        inf = classify.lung_input_mask(case.infection * (case.lungs > 0), box, dilate_px=0)
+        for xi, mi, ii in zip(x, m, inf):
+            rows.append((xi[None], mi[None], ii[None], COVID, "zenodo20", case.case_id, case.split))
     return rows
 
 
@@ -120,8 +122,9 @@ def _covid_ct_md_rows(data_dir: Path, lung_model: model_weights.LoadedModel) -> 
             m = classify.lung_input_mask(masks.labels[idx], box)
             for xi, mi, i in zip(x, m, idx):
                 infected = labels[round(volume.meta.slice_z_mm[i], 1)]
-                rows.append((xi[None], mi[None], infected_class if infected else "Normal", "covid_ct_md", study, "train"))
-    return [(x, m, classify.CLASSES.index(c), *rest) for x, m, c, *rest in rows]
+                rows.append((xi[None], mi[None], None, infected_class if infected else "Normal", "covid_ct_md", study,
+                             "train"))
+    return [(x, m, i, classify.CLASSES.index(c), *rest) for x, m, i, c, *rest in rows]
 
 
 def build_slice_set(
@@ -140,23 +143,25 @@ def build_slice_set(
     split = data.split.copy()
     is_md = data.source == HU_SOURCE
     split[is_md] = np.where(np.isin(data.group[is_md], list(val_studies)), "val", "train")
-    return SliceSet(data.images, data.masks, data.labels, data.source, data.group, split)
+    return SliceSet(data.images, data.masks, data.infection, data.labels, data.source, data.group, split)
 
 
 def _prepare(data_dir: str | os.PathLike[str], cache: str | os.PathLike[str] | None) -> SliceSet:
     if cache is not None and Path(cache).is_file():
         with np.load(cache, allow_pickle=False) as z:
-            return SliceSet(*(z[f] for f in FIELDS))
+            if set(FIELDS) <= set(z.files):  # else a cache of an older layout: prepared again
+                return SliceSet(*(z[f] for f in FIELDS))
     data_dir = Path(data_dir)
     lung_model = lungs.load_lung_model()
     rows = _ucsd_rows(data_dir, lung_model) + _zenodo_rows(data_dir) + _covid_ct_md_rows(data_dir, lung_model)
     out = SliceSet(
         images=torch.cat([r[0] for r in rows])[:, 0].numpy().astype(np.float16),
         masks=torch.cat([r[1] for r in rows])[:, 0].numpy() > 0,
-        labels=np.array([r[2] for r in rows], dtype=np.int64),
-        source=np.array([r[3] for r in rows]),
-        group=np.array([r[4] for r in rows]),
-        split=np.array([r[5] for r in rows]),
+        infection=np.stack([np.zeros(r[0].shape[-2:], bool) if r[2] is None else r[2][0, 0].numpy() > 0 for r in rows]),
+        labels=np.array([r[3] for r in rows], dtype=np.int64),
+        source=np.array([r[4] for r in rows]),
+        group=np.array([r[5] for r in rows]),
+        split=np.array([r[6] for r in rows]),
     )
     if cache is not None:
         Path(cache).parent.mkdir(parents=True, exist_ok=True)
@@ -188,13 +193,50 @@ def inputs(data: SliceSet, lung_masked: bool) -> torch.Tensor:
     return torch.from_numpy(x)[:, None]
 
 
-def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+def augment(x: torch.Tensor, gen: torch.Generator, masks: torch.Tensor | None = None) -> torch.Tensor:
     """Rotation ±10° (p 0.8), zoom 0.85-1.15 (p 0.5), horizontal flip (p 0.5) and a random
-    shift of up to 8 % (the published random crop), then a random gamma 0.8-1.25 (p 0.5)."""
-    x = warp(x, random_affine_grid(x.shape, gen, max_shift=0.08))
+    shift of up to 8 % (the published random crop), then a random gamma 0.8-1.25 (p 0.5).
+
+    With ``masks`` (N, 1, H, W), they are warped by the same draws and returned after the images
+    (as a tuple); the draws do not depend on them.
+    """
+    grid = random_affine_grid(x.shape, gen, max_shift=0.08)
+    x = warp(x, grid)
     n = x.shape[0]
     gamma = torch.where(torch.rand(n, generator=gen) < 0.5, 0.8 + 0.45 * torch.rand(n, generator=gen), torch.ones(n))
-    return x.clamp(0, 1) ** gamma[:, None, None, None]
+    x = x.clamp(0, 1) ** gamma[:, None, None, None]
+    return x if masks is None else (x, warp(masks, grid))
+
+
+def attention_loss(acts: list[torch.Tensor], score: torch.Tensor, infection: torch.Tensor,
+                   rows: torch.Tensor | None = None) -> torch.Tensor:
+    """How much of each slice's Grad-CAM lies outside its infection: the guided-attention term.
+
+    For every layer, the Grad-CAM of ``score`` (as :func:`covidct.localize.gradcam` computes it,
+    ReLU of the gradient-weighted channel sum) is built with its graph kept, so that the loss
+    trains both the activations and their weights; the infection mask is area-averaged to the
+    layer's grid. The loss is 1 - (map mass inside the infection) / (map mass), averaged over
+    slices and layers: 0 when every map lies inside the infection, 1 when none of it does
+    (or when the map is empty, so that silencing the map does not pay).
+
+    Parameters
+    ----------
+    acts : the layers' activations (N, C, h, w) in the graph of ``score``
+    score : (n,) the abnormality score of the slices ``rows`` (its log-odds)
+    infection : (n, 1, H, W) float in [0, 1], masks of the slices ``rows``
+    rows : (N,) bool, the slices of ``acts`` that ``score`` and ``infection`` are of (default all)
+    """
+    grads = torch.autograd.grad(score.sum(), acts, create_graph=True)
+    losses = []
+    for act, grad in zip(acts, grads):
+        if rows is not None:
+            act, grad = act[rows], grad[rows]
+        act, grad = act.float(), grad.float()
+        cam = F.relu((grad.mean(dim=(2, 3), keepdim=True) * act).sum(dim=1))
+        inside = F.adaptive_avg_pool2d(infection, cam.shape[-2:])[:, 0]
+        share = (cam * inside).flatten(1).sum(1) / cam.flatten(1).sum(1).clamp_min(1e-12)
+        losses.append(1 - share.mean())
+    return torch.stack(losses).mean()
 
 
 def class_weights(labels: np.ndarray) -> torch.Tensor:
@@ -215,6 +257,10 @@ def train_network(
     bf16: bool = True,
     max_minutes: float | None = None,
     desc: str = "train classifier",
+    infection: torch.Tensor | None = None,
+    guided: torch.Tensor | None = None,
+    attention_weight: float = 0.0,
+    classified: torch.Tensor | None = None,
 ) -> int:
     """Train one network in place: AdamW (weight decay 1e-2), one-cycle learning rate,
     class-weighted cross-entropy with label smoothing 0.05, :func:`augment` on every batch.
@@ -226,21 +272,57 @@ def train_network(
     y : (N,) class indices
     gen : augmentation and shuffling draws
     max_minutes : stop after the epoch that passes this much time
+    infection : (N, 1, 224, 224) infection masks (float 0/1), where ``guided``
+    guided : (N,) bool, slices whose Grad-CAM is trained to lie inside ``infection``
+        (:func:`attention_loss` on ``GRADCAM_LAYERS``, weighted by ``attention_weight``)
+    classified : (N,) bool, slices the cross-entropy sees (default all); a guided slice left out
+        of it still trains where the network looks, not what it answers
 
     Returns
     -------
     The number of epochs done.
     """
+    from covidct.localize import GRADCAM_LAYERS
+
     channels = model.in_channels
-    loss_weights = class_weights(y.numpy())
+    classified = torch.ones(len(y), dtype=torch.bool) if classified is None else classified
+    loss_weights = class_weights(y[classified].numpy())
+    every_slice_classified = bool(classified.all())
+    guiding = attention_weight > 0 and guided is not None and bool(guided.any())
+    acts: dict[str, torch.Tensor] = {}
+    hooks = [getattr(model, name).register_forward_hook(lambda m, i, o, name=name: acts.__setitem__(name, o))
+             for name in GRADCAM_LAYERS] if guiding else []
 
     def batch(idx: torch.Tensor) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
-        yb = y[idx]
-        xb = augment(x[idx], gen).expand(-1, channels, -1, -1)
-        return xb, lambda logits: F.cross_entropy(logits, yb, weight=loss_weights, label_smoothing=0.05)
+        yb, cb = y[idx], classified[idx].float()
+        if guiding:
+            xb, mb = augment(x[idx], gen, infection[idx])
+            gb = guided[idx]
+        else:
+            xb = augment(x[idx], gen)
+        xb = xb.expand(-1, channels, -1, -1)
 
-    done, _ = fit(model, torch.arange(len(x)), batch, gen, epochs, batch_size, lr, bf16, max_minutes, desc,
-                  weight_decay=1e-2, warmup=0.15, min_batch=2)  # batch norm needs two samples
+        def loss_of(logits: torch.Tensor) -> torch.Tensor:
+            if every_slice_classified:
+                loss = F.cross_entropy(logits, yb, weight=loss_weights, label_smoothing=0.05)
+            else:  # the same weighted mean over the classified slices only
+                ce = F.cross_entropy(logits, yb, weight=loss_weights, label_smoothing=0.05, reduction="none")
+                loss = (ce * cb).sum() / (loss_weights[yb] * cb).sum().clamp_min(1e-6)
+            if guiding and gb.any():
+                # log-odds of abnormal: its gradient is log p_abnormal's (what localize explains) times
+                # p(Normal) > 0, so the same maps, but it does not vanish once the slice is learnt
+                score = torch.logsumexp(logits[gb, NORMAL + 1 :], dim=1) - logits[gb, NORMAL]
+                loss = loss + attention_weight * attention_loss([acts[n] for n in GRADCAM_LAYERS], score, mb[gb], gb)
+            return loss
+
+        return xb, loss_of
+
+    try:
+        done, _ = fit(model, torch.arange(len(x)), batch, gen, epochs, batch_size, lr, bf16, max_minutes, desc,
+                      weight_decay=1e-2, warmup=0.15, min_batch=2)  # batch norm needs two samples
+    finally:
+        for h in hooks:
+            h.remove()
     return done
 
 
@@ -260,6 +342,8 @@ def train(
     lung_masked: bool = True,
     members: int = 1,
     exclude_train_sources: tuple[str, ...] = (),
+    attention_weight: float = 0.0,
+    attention_only_sources: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Train on the train split and save weights + model card at ``out_stem``.
 
@@ -282,6 +366,10 @@ def train(
     exclude_train_sources : sources whose train split is not trained on (their validation split
         is still evaluated). The shipped classifier leaves out zenodo20, whose slices are all
         infected: trained on, its look alone meant "abnormal" (a source shortcut)
+    attention_weight : weight of the guided-attention term (:func:`attention_loss`) on the
+        training slices with infection masks (zenodo20); 0 trains on the labels alone
+    attention_only_sources : sources whose training slices train the guided-attention term only,
+        not the cross-entropy (where the network looks on them, not what it answers)
 
     Returns
     -------
@@ -291,6 +379,12 @@ def train(
         raise ValueError("--weights (torchvision ImageNet weights) applies to --arch ResNet50 only")
     if members > 1 and architecture != "CompactResNet":
         raise ValueError("--members applies to --arch CompactResNet only")
+    if attention_weight < 0:
+        raise ValueError("--attention-weight must not be negative")
+    if attention_only_sources and attention_weight == 0:
+        raise ValueError("--attention-only-source needs --attention-weight above 0")
+    if set(attention_only_sources) & set(exclude_train_sources):
+        raise ValueError("a source cannot be both excluded and trained for attention only")
     data = build_slice_set(data_dir, cache, val_studies)
     if exclude_train_sources:
         data = data.subset(~(np.isin(data.source, list(exclude_train_sources)) & (data.split == "train")))
@@ -298,6 +392,14 @@ def train(
     args = ARCHITECTURE_ARGS[architecture]
     x_all = inputs(train_set, lung_masked)
     y_all = torch.from_numpy(train_set.labels)
+    guidance: dict[str, Any] = {}
+    if attention_weight > 0:
+        guidance = {
+            "attention_weight": attention_weight,
+            "guided": torch.from_numpy(train_set.infection.any(axis=(1, 2))),
+            "infection": torch.from_numpy(train_set.infection[:, None].astype(np.float32)),
+            "classified": torch.from_numpy(~np.isin(train_set.source, list(attention_only_sources))),
+        }
     start, done, networks = time.monotonic(), 0, []
     for k in range(members):
         gen = seed_everything(seed + k)
@@ -305,7 +407,7 @@ def train(
         if weights:
             network.load_backbone(weights)
         desc = f"train classifier ({architecture}" + (f" {k + 1}/{members})" if members > 1 else ")")
-        done = train_network(network, x_all, y_all, gen, epochs, batch_size, lr, bf16, max_minutes, desc)
+        done = train_network(network, x_all, y_all, gen, epochs, batch_size, lr, bf16, max_minutes, desc, **guidance)
         networks.append(network)
     train_s = time.monotonic() - start
     if members > 1:
@@ -347,6 +449,8 @@ def train(
             "(Ma et al., CC BY-NC-SA 4.0) cases.csv split; covid_ct_md (Afshar et al. 2021, CC BY 4.0)",
             "val_studies": list(val_studies),
             "excluded_train_sources": list(exclude_train_sources),
+            "attention_weight": attention_weight,
+            "attention_only_sources": list(attention_only_sources) if attention_weight > 0 else [],
             "caveat": "CAP: one study (cap001, 30 infected slices) is all the CAP data there is; CAP is "
             "not validated and the CAP probability is weakly supported",
             "counts": describe(data),
