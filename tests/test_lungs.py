@@ -70,6 +70,33 @@ def test_aerated_lung_the_model_mostly_covers_is_added_but_not_the_trachea(small
     assert trachea[k].any() and not added[trachea].any()
 
 
+def test_airless_fat_is_dropped_but_not_consolidation_or_lung():
+    hu = np.full((2, 40, 60), 40.0, np.float32)  # soft tissue
+    mask = np.zeros(hu.shape, bool)
+    hu[0, 5:15, 5:15], mask[0, 5:15, 5:15] = -100.0, True  # fat the model took for lung
+    hu[0, 5:15, 30:40], mask[0, 5:15, 30:40] = 30.0, True  # a fully consolidated cross-section
+    hu[1, 5:25, 5:25], mask[1, 5:25, 5:25] = -850.0, True  # lung ...
+    hu[1, 5:25, 25:35], mask[1, 5:25, 25:35] = -100.0, True  # ... with fat touching it (one region)
+    hu[1, 30:38, 40:50], mask[1, 30:38, 40:50] = -90.0, True  # fat with a little air: still fat
+    hu[1, 30:31, 40:50] = -700.0  # 12.5 % aerated
+    out = lungs.drop_fat_regions(mask, hu)
+    assert not out[0, 5:15, 5:15].any() and out[0, 5:15, 30:40].all()
+    assert out[1, 5:25, 5:35].all() and not out[1, 30:38, 40:50].any()
+    assert not out[~mask].any()
+
+
+def test_fat_beyond_the_lungs_is_not_lung_on_a_real_study(shared_data):
+    """normal001 reaches into the neck and abdomen, where the 2-D model takes fat for lung."""
+    volume = load(shared_data / "covid_ct_md" / "Normal" / "normal001")
+    result = lungs.segment_lungs(volume)
+    values = volume.array[result.labels > 0]
+    for k in result.lung_slices:
+        region = volume.array[k][result.labels[k] > 0]
+        assert (region < lungs.AERATED_HU).mean() > 0.05 or not (-190 <= np.median(region) <= -30), k
+    assert 3400 < result.volume_ml["total"] < 3600  # 3675 mL with the fat
+    assert np.median(values) < -800
+
+
 def test_volumes_count_voxels_times_spacing():
     labels = np.zeros((2, 4, 4), np.uint8)
     labels[0, :2] = 1

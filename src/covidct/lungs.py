@@ -18,7 +18,8 @@ was not CLAHE-processed once before.
 Post-processing: for HU input, drop anything outside the patient's body (air between the back
 and the table looks like lung to a 2-D model) and add aerated regions inside the body that
 touch predicted lung (:func:`add_aerated_lung`: lung unlike the training data, such as
-emphysema or fibrosis). Then (:func:`clean_lungs`) keep the largest connected
+emphysema or fibrosis), and remove regions that are airless fat (:func:`drop_fat_regions`: the
+model calls neck and abdominal fat lung on slices beyond the lungs). Then (:func:`clean_lungs`) keep the largest connected
 component and the second largest when it is at least a tenth of the first (two separate lungs);
 fill enclosed holes up to 10 cm² slice by slice (vessels, consolidation); split into right (1)
 and left (2) lung in patient coordinates.
@@ -56,6 +57,11 @@ MAX_HOLE_MM2 = 1000.0
 AERATED_HU = -400.0
 #: An aerated region joins the lungs when the model already covers this fraction of it.
 MIN_COVERED_FRACTION = 0.25
+#: Adipose tissue in HU (the range body-composition studies use): a predicted region whose median
+#: lies here and which is nearly airless is not lung.
+FAT_HU = (-190.0, -30.0)
+#: "Nearly airless": less than this fraction of the region below :data:`AERATED_HU`.
+MAX_FAT_AERATED_FRACTION = 0.25
 
 
 @dataclass(frozen=True, eq=False)
@@ -283,6 +289,36 @@ def add_aerated_lung(mask: np.ndarray, hu: np.ndarray, body: np.ndarray) -> np.n
     return out
 
 
+def drop_fat_regions(mask: np.ndarray, hu: np.ndarray) -> np.ndarray:
+    """Remove, slice by slice, the predicted regions that are fat rather than lung.
+
+    A 2-D connected region of ``mask`` goes when its median HU lies in :data:`FAT_HU` and less
+    than :data:`MAX_FAT_AERATED_FRACTION` of it is aerated. The 2-D model was trained on the
+    middle of the lungs only and, on studies reaching into the neck or abdomen, calls
+    supraclavicular and abdominal fat lung (normal001: 52 such regions, 15 % of its slices).
+    Lung is never fat: consolidation and effusion lie above -30 HU, ground glass and mixed
+    disease keep air; a region is judged whole, so fat touching aerated lung stays with it.
+    """
+    out = mask.copy()
+    low, high = FAT_HU
+
+    def one(k: int) -> None:
+        if not mask[k].any():
+            return
+        rows, cols = np.flatnonzero(mask[k].any(axis=1)), np.flatnonzero(mask[k].any(axis=0))
+        box = np.s_[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+        lab, n = ndi.label(mask[k][box])
+        ids = np.arange(1, n + 1)
+        median = np.asarray(ndi.median(hu[k][box], lab, ids))
+        aerated = np.bincount(lab[hu[k][box] < AERATED_HU], minlength=n + 1)[1:] / np.bincount(lab.ravel())[1:]
+        fat = ids[(median >= low) & (median <= high) & (aerated < MAX_FAT_AERATED_FRACTION)]
+        if len(fat):
+            out[k][box][np.isin(lab, fat)] = False
+
+    thread_map(one, range(mask.shape[0]))
+    return out
+
+
 def clean_lungs(
     mask: np.ndarray, spacing_mm: tuple[float, float, float] = (1.0, 1.0, 1.0), body: np.ndarray | None = None
 ) -> np.ndarray:
@@ -352,7 +388,7 @@ def segment_lungs(volume: Volume, model: model_weights.LoadedModel | None = None
     body = None
     if volume.is_hu:
         body = body_mask(volume.array)
-        mask = add_aerated_lung(mask & body, volume.array, body)
+        mask = drop_fat_regions(add_aerated_lung(mask & body, volume.array, body), volume.array)
     labels = clean_lungs(mask, volume.spacing_mm, body)
     return LungMasks(
         labels=labels,
