@@ -308,10 +308,12 @@ def drop_fat_regions(mask: np.ndarray, hu: np.ndarray) -> np.ndarray:
         rows, cols = np.flatnonzero(mask[k].any(axis=1)), np.flatnonzero(mask[k].any(axis=0))
         box = np.s_[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
         lab, n = ndi.label(mask[k][box])
-        ids = np.arange(1, n + 1)
-        median = np.asarray(ndi.median(hu[k][box], lab, ids))
         aerated = np.bincount(lab[hu[k][box] < AERATED_HU], minlength=n + 1)[1:] / np.bincount(lab.ravel())[1:]
-        fat = ids[(median >= low) & (median <= high) & (aerated < MAX_FAT_AERATED_FRACTION)]
+        airless = np.flatnonzero(aerated < MAX_FAT_AERATED_FRACTION) + 1  # few: the median only for them
+        if not len(airless):
+            return
+        median = np.asarray(ndi.median(hu[k][box], lab, airless))
+        fat = airless[(median >= low) & (median <= high)]
         if len(fat):
             out[k][box][np.isin(lab, fat)] = False
 
