@@ -1,10 +1,16 @@
 """How well the Grad-CAM maps point at infection, against radiologists' masks.
 
-    python benchmarks/localization.py
+    python benchmarks/localization.py                       # the shipped classifier -> results/localization.json
+    python benchmarks/localization.py --weights M.json --name N   # another network -> results/N.json
 
-Data: the validation cases of zenodo20_slices (3 cases, 76 slices, every slice infected, with
-infection and lung masks; the classifier never trained on them). Each slice goes through the
-shipped classifier's input path (lung-box crop of the case's lungs, lung mask) and
+Data the shipped classifier never trained on:
+
+* zenodo20_slices validation cases (3 cases, 76 slices, every slice infected; lung masks given);
+* medseg_infnet (Inf-Net's MedSeg training split, 50 slices, a source no covidct classifier
+  trains on; lung masks from the shipped lung model; slices without infection in the lungs are
+  skipped).
+
+Each slice goes through the network's input path (lung-box crop, lung mask) and
 :func:`covidct.localize.gradcam`; the map is put back into the slice and restricted to the lungs.
 Per slice:
 
@@ -14,51 +20,97 @@ Per slice:
   the lungs that is infected, reported beside it;
 * Dice of the map >= 0.5 against the infection (the infection volume analyze reports).
 
+A map that is zero everywhere (the gradient-weighted activations are negative throughout) has
+no maximum: such slices are counted (``empty_maps``) and enter ``pointing_all`` as misses; the
+other figures are over the slices with a map.
+
 Writes results/localization.json.
 """
 
 from __future__ import annotations
 
+import argparse
+
 import numpy as np
 import torch
 from _common import DATA, record
 
-from covidct import classify, localize
-from covidct.train.data import load_zenodo20
+from covidct import classify, localize, lungs
+from covidct.train.data import load_medseg, load_zenodo20
+
+METRICS = ("enrichment", "pointing", "chance", "dice")
+EMPTY = "empty_maps"
+
+
+def _cases() -> list[tuple[str, str, np.ndarray, np.ndarray, np.ndarray]]:
+    """(source, case id, images, lung masks, infection masks) of the measured data."""
+    out = [("zenodo20", c.case_id, c.images, c.lungs, c.infection) for c in load_zenodo20(DATA, ("val",))]
+    lung_model = lungs.load_lung_model()
+    for s in load_medseg(DATA):
+        image = s.image.astype(np.float32)[None]
+        mask = lungs.clean_lungs(lungs.predict_mask(lung_model.model, image, is_hu=False, progress=False))
+        out.append(("medseg", s.name, image, mask, (s.mask > 0)[None]))
+    return out
+
+
+def _measure(model: torch.nn.Module, masked: bool, images: np.ndarray, lung: np.ndarray,
+             infection: np.ndarray) -> dict[str, list[float]]:
+    box = classify.lung_box(lung)
+    x = classify.model_input(images, is_hu=False, box=box)
+    if masked:
+        x = x * classify.lung_input_mask(lung, box)
+    maps = localize.uncrop(localize.gradcam(model, x), box, images.shape[1:]) * (lung > 0)
+    per: dict[str, list[float]] = {k: [] for k in (*METRICS, EMPTY)}
+    for m, in_lung, inf in zip(maps, lung > 0, infection > 0):
+        inf = inf & in_lung
+        rest = in_lung & ~inf
+        if not inf.any() or not rest.any():
+            continue
+        if m.max() <= 0:
+            per[EMPTY].append(1.0)
+            continue
+        per["enrichment"].append(float(m[inf].mean() / max(m[rest].mean(), 1e-9)))
+        per["pointing"].append(float(inf.flat[int(np.argmax(m))]))
+        per["chance"].append(float(inf.sum() / in_lung.sum()))
+        hot = m >= 0.5
+        per["dice"].append(float(2 * (hot & inf).sum() / max(hot.sum() + inf.sum(), 1)))
+    return per
+
+
+def _summary(values: dict[str, list[float]]) -> dict[str, float]:
+    n, empty = len(values["dice"]), len(values[EMPTY])
+    mean = lambda v: round(float(np.mean(v)), 3) if v else None  # noqa: E731
+    return {"slices": n, EMPTY: empty, **{k: mean(values[k]) for k in METRICS},
+            "pointing_all": round(float(np.sum(values["pointing"]) / max(n + empty, 1)), 3),
+            "enrichment_median": round(float(np.median(values["enrichment"])), 3) if n else None}
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--weights", help="model card of another classifier network (default: the shipped one)")
+    parser.add_argument("--name", default="localization", help="results file stem (default localization)")
+    args = parser.parse_args()
     torch.set_num_threads(2)
-    model = classify.load_classifier()
-    masked = bool(model.card["input"].get("lung_masked", False))
-    rows = {}
-    pooled: dict[str, list[float]] = {"enrichment": [], "pointing": [], "chance": [], "dice": []}
-    for case in load_zenodo20(DATA, ("val",)):
-        box = classify.lung_box(case.lungs)
-        x = classify.model_input(case.images, is_hu=False, box=box)
-        if masked:
-            x = x * classify.lung_input_mask(case.lungs, box)
-        maps = localize.uncrop(localize.gradcam(model.model, x), box, case.images.shape[1:]) * (case.lungs > 0)
-        per: dict[str, list[float]] = {k: [] for k in pooled}
-        for m, lung, inf in zip(maps, case.lungs > 0, case.infection > 0):
-            inf = inf & lung
-            rest = lung & ~inf
-            if not inf.any() or not rest.any() or m.max() <= 0:
-                continue
-            per["enrichment"].append(float(m[inf].mean() / max(m[rest].mean(), 1e-9)))
-            per["pointing"].append(float(inf.flat[int(np.argmax(m))]))
-            per["chance"].append(float(inf.sum() / lung.sum()))
-            hot = m >= 0.5
-            per["dice"].append(float(2 * (hot & inf).sum() / max(hot.sum() + inf.sum(), 1)))
-        rows[case.case_id] = {"slices": len(per["dice"]), **{k: round(float(np.mean(v)), 3) for k, v in per.items()}}
+    loaded = classify.load_classifier(args.weights or "classifier")
+    masked = bool(loaded.card["input"].get("lung_masked", False))
+    per_source: dict[str, dict[str, list[float]]] = {}
+    zenodo_cases = {}
+    for source, case_id, images, lung, infection in _cases():
+        per = _measure(loaded.model, masked, images, lung, infection)
+        pooled = per_source.setdefault(source, {k: [] for k in (*METRICS, EMPTY)})
         for k, v in per.items():
             pooled[k].extend(v)
-    record("localization", {
-        "data": "zenodo20_slices val split (infected slices with infection masks)",
-        "model": {"name": model.name, "sha256": model.sha256},
-        "per_case": rows,
-        "pooled": {"slices": len(pooled["dice"]), **{k: round(float(np.mean(v)), 3) for k, v in pooled.items()},
-                   "enrichment_median": round(float(np.median(pooled["enrichment"])), 3)},
+        if source == "zenodo20":
+            zenodo_cases[case_id] = _summary(per)
+    training = loaded.card.get("training", {})
+    record(args.name, {
+        "data": "zenodo20_slices val split (76 infected slices, lung masks given); medseg_infnet train split "
+                "(lung masks from the shipped lung model)",
+        "model": {"name": loaded.name, "sha256": loaded.sha256,
+                  "attention_weight": training.get("attention_weight", 0.0),
+                  "attention_only_sources": training.get("attention_only_sources", [])},
+        "zenodo20_val": {"pooled": _summary(per_source["zenodo20"]), "per_case": zenodo_cases},
+        "medseg": _summary(per_source["medseg"]),
     })
 
 
