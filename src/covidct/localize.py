@@ -14,6 +14,9 @@ maps are computed on its own score and averaged per layer before the product.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 from torch import nn
@@ -39,6 +42,30 @@ def _normalize(cam: torch.Tensor) -> torch.Tensor:
     return cam / peak[:, None, None]
 
 
+@contextmanager
+def recorded_activations(network: nn.Module, layers: tuple[str, ...]) -> Iterator[dict[str, torch.Tensor]]:
+    """Within the block, every forward pass of ``network`` stores the outputs of its ``layers``
+    (by name) in the dict yielded; the hooks are removed on leaving."""
+    acts: dict[str, torch.Tensor] = {}
+    hooks = [
+        getattr(network, name).register_forward_hook(lambda m, i, o, name=name: acts.__setitem__(name, o))
+        for name in layers
+    ]
+    try:
+        yield acts
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+def layer_cam(act: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM of one layer: ReLU of the channels of ``act`` (n, C, h, w) weighted by the
+    spatial mean of ``grad``, the score's gradient with respect to them; (n, h, w) float32, at
+    the layer's resolution and scale. Differentiable (the guided-attention loss trains on it)."""
+    act, grad = act.float(), grad.float()
+    return F.relu((grad.mean(dim=(2, 3), keepdim=True) * act).sum(dim=1))
+
+
 def gradcam(model: nn.Module, x: torch.Tensor, layers: tuple[str, ...] = GRADCAM_LAYERS) -> np.ndarray:
     """Fine-grained Grad-CAM of p_abnormal for prepared classifier inputs.
 
@@ -55,23 +82,13 @@ def gradcam(model: nn.Module, x: torch.Tensor, layers: tuple[str, ...] = GRADCAM
     size = tuple(x.shape[-2:])
     per_layer = {name: torch.zeros((len(x), *size)) for name in layers}
     for network in _networks(model):
-        acts: dict[str, torch.Tensor] = {}
-        hooks = [
-            getattr(network, name).register_forward_hook(lambda m, i, o, name=name: acts.__setitem__(name, o))
-            for name in layers
-        ]
-        try:
-            with torch.enable_grad(), model_weights.autocast():
-                inp = model_weights.channels_last(x.expand(-1, network.in_channels, -1, -1).detach())
-                log_p = F.log_softmax(network(inp).float(), dim=1)
-                score = torch.log1p(-log_p[:, 0].exp().clamp(max=1 - 1e-6))  # log p_abnormal
-                grads = torch.autograd.grad(score.sum(), [acts[name] for name in layers])
-        finally:
-            for h in hooks:
-                h.remove()
+        with recorded_activations(network, layers) as acts, torch.enable_grad(), model_weights.autocast():
+            inp = model_weights.channels_last(x.expand(-1, network.in_channels, -1, -1).detach())
+            log_p = F.log_softmax(network(inp).float(), dim=1)
+            score = torch.log1p(-log_p[:, 0].exp().clamp(max=1 - 1e-6))  # log p_abnormal
+            grads = torch.autograd.grad(score.sum(), [acts[name] for name in layers])
         for name, grad in zip(layers, grads):
-            act, grad = acts[name].detach().float(), grad.float()
-            cam = F.relu((grad.mean(dim=(2, 3), keepdim=True) * act).sum(dim=1))
+            cam = layer_cam(acts[name].detach(), grad)
             cam = F.interpolate(cam[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
             per_layer[name] += _normalize(cam)
     fused = torch.ones((len(x), *size))

@@ -242,17 +242,24 @@ def _two_largest(mask: np.ndarray, min_fraction: float = SECOND_LUNG_FRACTION) -
     return lab == first, lab == second
 
 
+def _mask_box(plane: np.ndarray) -> tuple[slice, slice] | None:
+    """The bounding box of a 2-D mask as a pair of slices, None when it is empty."""
+    rows, cols = np.flatnonzero(plane.any(axis=1)), np.flatnonzero(plane.any(axis=0))
+    if not len(rows):
+        return None
+    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+
+
 def fill_small_holes(mask: np.ndarray, max_area_px: float) -> np.ndarray:
     """Fill, slice by slice, enclosed holes up to ``max_area_px`` pixels (vessels, lesions),
     but not large enclosed structures such as a diaphragm dome cut across."""
     out = mask.copy()
 
     def one(k: int) -> None:
-        rows, cols = np.flatnonzero(mask[k].any(axis=1)), np.flatnonzero(mask[k].any(axis=0))
-        if not len(rows):
-            return
         # Holes lie inside the mask's bounding box: work on it (same result, a few times faster).
-        box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+        box = _mask_box(mask[k])
+        if box is None:
+            return
         part = mask[k][box]
         holes = ndi.binary_fill_holes(part) & ~part
         lab, n = ndi.label(holes)
@@ -303,10 +310,9 @@ def drop_fat_regions(mask: np.ndarray, hu: np.ndarray) -> np.ndarray:
     low, high = FAT_HU
 
     def one(k: int) -> None:
-        if not mask[k].any():
+        box = _mask_box(mask[k])
+        if box is None:
             return
-        rows, cols = np.flatnonzero(mask[k].any(axis=1)), np.flatnonzero(mask[k].any(axis=0))
-        box = np.s_[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
         lab, n = ndi.label(mask[k][box])
         aerated = np.bincount(lab[hu[k][box] < AERATED_HU], minlength=n + 1)[1:] / np.bincount(lab.ravel())[1:]
         airless = np.flatnonzero(aerated < MAX_FAT_AERATED_FRACTION) + 1  # few: the median only for them

@@ -40,7 +40,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 import covidct
-from covidct import classify, lungs
+from covidct import classify, localize, lungs
 from covidct.models import ARCHITECTURES
 from covidct.models import weights as model_weights
 from covidct.train import metrics
@@ -212,8 +212,8 @@ def attention_loss(acts: list[torch.Tensor], score: torch.Tensor, infection: tor
                    rows: torch.Tensor | None = None) -> torch.Tensor:
     """How much of each slice's Grad-CAM lies outside its infection: the guided-attention term.
 
-    For every layer, the Grad-CAM of ``score`` (as :func:`covidct.localize.gradcam` computes it,
-    ReLU of the gradient-weighted channel sum) is built with its graph kept, so that the loss
+    For every layer, the Grad-CAM of ``score`` (:func:`covidct.localize.layer_cam`, as
+    :func:`covidct.localize.gradcam` uses it) is built with its graph kept, so that the loss
     trains both the activations and their weights; the infection mask is area-averaged to the
     layer's grid. The loss is 1 - (map mass inside the infection) / (map mass), averaged over
     slices and layers: 0 when every map lies inside the infection, 1 when none of it does
@@ -231,8 +231,7 @@ def attention_loss(acts: list[torch.Tensor], score: torch.Tensor, infection: tor
     for act, grad in zip(acts, grads):
         if rows is not None:
             act, grad = act[rows], grad[rows]
-        act, grad = act.float(), grad.float()
-        cam = F.relu((grad.mean(dim=(2, 3), keepdim=True) * act).sum(dim=1))
+        cam = localize.layer_cam(act, grad)
         inside = F.adaptive_avg_pool2d(infection, cam.shape[-2:])[:, 0]
         share = (cam * inside).flatten(1).sum(1) / cam.flatten(1).sum(1).clamp_min(1e-12)
         losses.append(1 - share.mean())
@@ -274,7 +273,7 @@ def train_network(
     max_minutes : stop after the epoch that passes this much time
     infection : (N, 1, 224, 224) infection masks (float 0/1), where ``guided``
     guided : (N,) bool, slices whose Grad-CAM is trained to lie inside ``infection``
-        (:func:`attention_loss` on ``GRADCAM_LAYERS``, weighted by ``attention_weight``)
+        (:func:`attention_loss` on :data:`covidct.localize.GRADCAM_LAYERS`, weighted by ``attention_weight``)
     classified : (N,) bool, slices the cross-entropy sees (default all); a guided slice left out
         of it still trains where the network looks, not what it answers
 
@@ -282,16 +281,12 @@ def train_network(
     -------
     The number of epochs done.
     """
-    from covidct.localize import GRADCAM_LAYERS
-
     channels = model.in_channels
     classified = torch.ones(len(y), dtype=torch.bool) if classified is None else classified
     loss_weights = class_weights(y[classified].numpy())
     every_slice_classified = bool(classified.all())
     guiding = attention_weight > 0 and guided is not None and bool(guided.any())
-    acts: dict[str, torch.Tensor] = {}
-    hooks = [getattr(model, name).register_forward_hook(lambda m, i, o, name=name: acts.__setitem__(name, o))
-             for name in GRADCAM_LAYERS] if guiding else []
+    layers = localize.GRADCAM_LAYERS if guiding else ()
 
     def batch(idx: torch.Tensor) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
         yb, cb = y[idx], classified[idx].float()
@@ -305,24 +300,22 @@ def train_network(
         def loss_of(logits: torch.Tensor) -> torch.Tensor:
             if every_slice_classified:
                 loss = F.cross_entropy(logits, yb, weight=loss_weights, label_smoothing=0.05)
-            else:  # the same weighted mean over the classified slices only
+            else:  # the same weighted mean over the classified slices only (the branch above stays
+                # for the unguided case: its float rounding reproduces the shipped weights bit for bit)
                 ce = F.cross_entropy(logits, yb, weight=loss_weights, label_smoothing=0.05, reduction="none")
                 loss = (ce * cb).sum() / (loss_weights[yb] * cb).sum().clamp_min(1e-6)
             if guiding and gb.any():
                 # log-odds of abnormal: its gradient is log p_abnormal's (what localize explains) times
                 # p(Normal) > 0, so the same maps, but it does not vanish once the slice is learnt
                 score = torch.logsumexp(logits[gb, NORMAL + 1 :], dim=1) - logits[gb, NORMAL]
-                loss = loss + attention_weight * attention_loss([acts[n] for n in GRADCAM_LAYERS], score, mb[gb], gb)
+                loss = loss + attention_weight * attention_loss([acts[n] for n in layers], score, mb[gb], gb)
             return loss
 
         return xb, loss_of
 
-    try:
+    with localize.recorded_activations(model, layers) as acts:
         done, _ = fit(model, torch.arange(len(x)), batch, gen, epochs, batch_size, lr, bf16, max_minutes, desc,
                       weight_decay=1e-2, warmup=0.15, min_batch=2)  # batch norm needs two samples
-    finally:
-        for h in hooks:
-            h.remove()
     return done
 
 
