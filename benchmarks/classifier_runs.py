@@ -1,11 +1,11 @@
 """Slice classifier variants side by side: validation AUCs from their model cards, CPU speed, size.
 
-    python benchmarks/classifier_runs.py CARD.json [CARD.json ...]
+    python benchmarks/classifier_runs.py CARD.json [CARD.json ...] [--name NAME]
 
 Cards come from ``covidct train classifier ... --out STEM`` (the metrics in a card are computed
 once, after training, on the validation split it names); the shipped classifier is always
 included. Network speed is measured here: 224x224 inputs, batches of 32, 2 torch threads.
-Writes results/classifier_runs.json.
+Writes results/classifier_runs.json (or results/NAME.json).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from covidct.models import weights as model_weights
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("cards", nargs="*", help="further model cards to compare")
+    parser.add_argument("--name", default="classifier_runs", help="results file stem (default classifier_runs)")
     args = parser.parse_args()
     torch.set_num_threads(2)
     rows = {}
@@ -41,6 +42,7 @@ def main() -> None:
             "seeds": training.get("seeds", [training["seed"]]),
             "val_studies": training.get("val_studies", []),
             "epochs": training["epochs"],
+            "lesion_pretraining_frozen": (training.get("lesion_pretraining") or {}).get("frozen"),
             "train_seconds": training["train_seconds"],
             "val_auc_abnormal": {s: v["auc_abnormal"] for s, v in val.items() if v["auc_abnormal"] is not None},
             "val_auc_covid_ucsd": val.get("ucsd", {}).get("auc_covid"),
@@ -49,7 +51,7 @@ def main() -> None:
                 network_slices_per_s(loaded.model, (32, card["input"]["channels"], classify.INPUT_SIZE, classify.INPUT_SIZE)), 1
             ),
         }
-    record("classifier_runs", {"validation": "each card's own validation split (see val_studies)", "models": rows})
+    record(args.name, {"validation": "each card's own validation split (see val_studies)", "models": rows})
 
 
 if __name__ == "__main__":

@@ -342,6 +342,7 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
             exclude_train_sources=tuple(args.exclude_train_source),
             attention_weight=args.attention_weight,
             attention_only_sources=tuple(args.attention_only_source),
+            pretrain_lesions=args.pretrain_lesions,
         )
     except ValueError as exc:  # flags that do not go together
         raise InputError(str(exc)) from None
@@ -610,6 +611,10 @@ def build_parser() -> argparse.ArgumentParser:
     tc.add_argument("--attention-only-source", action="append", default=[], choices=["zenodo20"],
                     help="train this source's slices for the guided-attention term only, not the class labels "
                     "(where the network looks on them, not what it answers; needs --attention-weight)")
+    tc.add_argument("--pretrain-lesions", action="store_true",
+                    help="CompactResNet: first train each network's layers up to layer3 to segment infection "
+                    "(zenodo20 masks; Normal slices as empty masks), then train the classifier on top with the stem, "
+                    "layer1 and layer2 frozen, so that Grad-CAM's layers hold infection features")
     tc.set_defaults(func=cmd_train_classifier)
 
     ec = ev_sub.add_parser("classifier", help="AUC, sensitivity, specificity per source; ROC PNG")

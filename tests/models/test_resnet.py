@@ -50,3 +50,13 @@ def test_ensemble_softmax_is_the_mean_of_its_members():
         expected = torch.stack([torch.softmax(m(x), 1) for m in model.members]).mean(0)
         torch.testing.assert_close(torch.softmax(model(x), 1), expected, rtol=1e-5, atol=1e-6)
     assert model.in_channels == 1 and len(model.members) == 2
+
+
+def test_lesion_head_reads_layer2_and_layer3_at_28x28():
+    from covidct.models.resnet import LesionHead
+
+    net = CompactResNet(widths=(4, 8, 16, 32), blocks=(1, 1, 1, 1))
+    head = LesionHead(net)
+    assert head(torch.zeros(2, 1, 224, 224)).shape == (2, 1, 28, 28)
+    assert head.read2.in_channels == 8 and head.read3.in_channels == 16
+    assert "encoder.layer3.0.conv1.weight" in head.state_dict()  # the classifier's own names under encoder.

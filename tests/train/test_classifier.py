@@ -80,6 +80,50 @@ def test_attention_only_source_needs_a_weight(tmp_path):
         tc.train(tmp_path, tmp_path / "m", attention_only_sources=("zenodo20",))
 
 
+def test_pretrain_lesions_needs_the_compact_network(tmp_path):
+    import pytest
+
+    with pytest.raises(ValueError, match="pretrain-lesions"):
+        tc.train(tmp_path, tmp_path / "m", architecture="ResNet50", pretrain_lesions=True)
+
+
+def test_lesion_rows_are_training_slices_with_a_mask_or_normal():
+    data = _slice_set([0, 1, 1, 2, 0], ["ucsd", "ucsd", "zenodo20", "covid_ct_md", "ucsd"], split="train")
+    data.infection[2, 3, 3] = True
+    data.split[4] = "val"
+    assert tc.lesion_rows(data).tolist() == [True, False, True, False, False]
+
+
+def test_lesion_loss_is_lower_on_the_lesion():
+    target = torch.zeros(2, 1, 8, 8)
+    target[:, :, 2:5, 2:5] = 1.0
+    right = torch.where(target > 0, 6.0, -6.0)
+    assert float(tc.lesion_loss(right, target)) < 0.05 < float(tc.lesion_loss(-right, target))
+
+
+def test_lesion_pretraining_trains_the_gradcam_layers_and_freezing_keeps_them():
+    from covidct.models import CompactResNet
+
+    torch.manual_seed(0)
+    net = CompactResNet(widths=(4, 8, 8, 8), blocks=(1, 1, 1, 1))
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(8, 1, 64, 64)
+    masks = torch.zeros(8, 1, 64, 64)
+    masks[:4, :, 16:40, 16:40] = 1.0
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    tc.pretrain_on_lesions(net, x, masks, gen, epochs=1, batch_size=4, bf16=False)
+    after = net.state_dict()
+    assert not torch.equal(before["layer3.0.conv1.weight"], after["layer3.0.conv1.weight"])
+    assert torch.equal(before["layer4.0.conv1.weight"], after["layer4.0.conv1.weight"])  # not in the lesion head's path
+
+    pretrained = {k: v.clone() for k, v in net.state_dict().items()}
+    tc.train_network(net, x, torch.tensor([0, 1] * 4), gen, epochs=1, batch_size=4, bf16=False, frozen=tc.LESION_FROZEN)
+    trained = net.state_dict()
+    for key, value in pretrained.items():
+        same = torch.equal(value, trained[key])  # weights and batch-norm statistics alike
+        assert same == key.startswith(tc.LESION_FROZEN), key
+
+
 def test_evaluate_probabilities_per_source():
     data = _slice_set([0, 0, 1, 1, 1, 0, 2], ["ucsd"] * 4 + ["zenodo20", "covid_ct_md", "covid_ct_md"])
     probs = np.array([[0.9, 0.1, 0], [0.6, 0.4, 0], [0.3, 0.7, 0], [0.2, 0.8, 0],

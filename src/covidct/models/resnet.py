@@ -209,3 +209,34 @@ class CompactResNetEnsemble(nn.Module):
         """Log mean class probability (N, num_classes)."""
         probs = torch.stack([torch.softmax(m(x).float(), dim=1) for m in self.members])
         return torch.log(probs.mean(dim=0).clamp_min(1e-12))
+
+
+def stage_channels(stage: nn.Sequential) -> int:
+    """Output channels of a ResNet stage (its last block's last batch norm)."""
+    return [m for m in stage[-1].modules() if isinstance(m, nn.BatchNorm2d)][-1].num_features
+
+
+class LesionHead(nn.Module):
+    """Infection logits from a ResNet's ``layer2`` and ``layer3`` (the Grad-CAM layers).
+
+    Used to pretrain a classifier's encoder on pixel labels: a 1x1 convolution per layer (a
+    linear read-out, so that "infection" must be a direction in those layers' channels, which is
+    what Grad-CAM weighs), the ``layer3`` logits upsampled by 2 and added to ``layer2``'s.
+    ``encoder`` keeps its own parameter names (``encoder.layer2...``); ``layer4`` and ``fc`` are
+    not used.
+
+    Returns (N, 1, H/8, W/8) logits: 28 x 28 at 224 input.
+    """
+
+    def __init__(self, encoder: ResNet) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.in_channels = encoder.in_channels
+        self.read2 = nn.Conv2d(stage_channels(encoder.layer2), 1, 1)
+        self.read3 = nn.Conv2d(stage_channels(encoder.layer3), 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e = self.encoder
+        a2 = e.layer2(e.layer1(e.maxpool(e.relu(e.bn1(e.conv1(x))))))
+        a3 = e.layer3(a2)
+        return self.read2(a2) + nn.functional.interpolate(self.read3(a3), size=a2.shape[-2:], mode="nearest")

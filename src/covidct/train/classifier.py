@@ -42,6 +42,7 @@ from tqdm import tqdm
 import covidct
 from covidct import classify, localize, lungs
 from covidct.models import ARCHITECTURES
+from covidct.models.resnet import LesionHead
 from covidct.models import weights as model_weights
 from covidct.train import metrics
 from covidct.train.augment import random_affine_grid, warp
@@ -238,6 +239,69 @@ def attention_loss(acts: list[torch.Tensor], score: torch.Tensor, infection: tor
     return torch.stack(losses).mean()
 
 
+#: What a lesion-pretrained encoder keeps frozen while the classifier learns: the stem and the
+#: stages through ``layer2``, the finer Grad-CAM layer, so that its channels stay infection
+#: features; ``layer3`` (the coarser one), ``layer4`` and the head learn the labels. Freezing
+#: ``layer3`` too localizes as well and classifies worse (README, "Slice classifier").
+LESION_FROZEN = ("conv1", "bn1", "layer1", "layer2")
+
+
+def lesion_rows(data: SliceSet) -> np.ndarray:
+    """Training slices for lesion pretraining, (n,) bool: those with an infection mask (zenodo20)
+    and those labelled Normal (an empty mask is their truth). Abnormal slices without a mask are
+    left out: where their infection lies is unknown."""
+    return (data.split == "train") & (data.infection.any(axis=(1, 2)) | (data.labels == NORMAL))
+
+
+def lesion_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy plus soft Dice (over the batch) of infection on the head's grid.
+
+    ``logits`` (N, 1, h, w); ``target`` (N, 1, h, w) the infected fraction of each cell."""
+    logits = logits.float()
+    p = torch.sigmoid(logits)
+    dice = (2 * (p * target).sum() + 1) / (p.sum() + target.sum() + 1)
+    return F.binary_cross_entropy_with_logits(logits, target) + 1 - dice
+
+
+def pretrain_on_lesions(
+    network: torch.nn.Module,
+    x: torch.Tensor,
+    infection: torch.Tensor,
+    gen: torch.Generator,
+    epochs: int = 30,
+    batch_size: int = 32,
+    lr: float = 2e-3,
+    bf16: bool = True,
+    max_minutes: float | None = None,
+    desc: str = "pretrain on lesions",
+) -> int:
+    """Train a ResNet's stem and ``layer1``-``layer3`` in place to segment infection through a
+    :class:`~covidct.models.resnet.LesionHead` (transfer learning from pixel labels), with the
+    classifier's augmentation (:func:`augment`) and optimizer settings.
+
+    Parameters
+    ----------
+    network : a ResNet (its ``layer4`` and ``fc`` are left as they are)
+    x : (N, 1, 224, 224) inputs from :func:`inputs`
+    infection : (N, 1, 224, 224) float 0/1 infection masks (all zero on normal slices)
+
+    Returns
+    -------
+    The number of epochs done.
+    """
+    head = LesionHead(network)
+    channels = network.in_channels
+
+    def batch(idx: torch.Tensor) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+        xb, mb = augment(x[idx], gen, infection[idx])
+        target = F.adaptive_avg_pool2d(mb, (xb.shape[-2] // 8, xb.shape[-1] // 8)).clamp(0, 1)
+        return xb.expand(-1, channels, -1, -1), lambda logits: lesion_loss(logits, target)
+
+    done, _ = fit(head, torch.arange(len(x)), batch, gen, epochs, batch_size, lr, bf16, max_minutes, desc,
+                  weight_decay=1e-2, warmup=0.15, min_batch=2)
+    return done
+
+
 def class_weights(labels: np.ndarray) -> torch.Tensor:
     """Inverse-frequency class weights, normalized to mean 1 over the classes present."""
     counts = np.bincount(labels, minlength=3).astype(np.float64)
@@ -260,6 +324,7 @@ def train_network(
     guided: torch.Tensor | None = None,
     attention_weight: float = 0.0,
     classified: torch.Tensor | None = None,
+    frozen: tuple[str, ...] = (),
 ) -> int:
     """Train one network in place: AdamW (weight decay 1e-2), one-cycle learning rate,
     class-weighted cross-entropy with label smoothing 0.05, :func:`augment` on every batch.
@@ -276,6 +341,8 @@ def train_network(
         (:func:`attention_loss` on :data:`covidct.localize.GRADCAM_LAYERS`, weighted by ``attention_weight``)
     classified : (N,) bool, slices the cross-entropy sees (default all); a guided slice left out
         of it still trains where the network looks, not what it answers
+    frozen : names of the network's modules left as they are (no gradient, batch norm statistics
+        kept): :data:`LESION_FROZEN` after :func:`pretrain_on_lesions`
 
     Returns
     -------
@@ -287,8 +354,13 @@ def train_network(
     every_slice_classified = bool(classified.all())
     guiding = attention_weight > 0 and guided is not None and bool(guided.any())
     layers = localize.GRADCAM_LAYERS if guiding else ()
+    kept = [getattr(model, name) for name in frozen]
+    for module in kept:
+        module.requires_grad_(False)
 
     def batch(idx: torch.Tensor) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+        for module in kept:  # fit() puts the whole network in training mode every epoch
+            module.eval()
         yb, cb = y[idx], classified[idx].float()
         if guiding:
             xb, mb = augment(x[idx], gen, infection[idx])
@@ -337,6 +409,7 @@ def train(
     exclude_train_sources: tuple[str, ...] = (),
     attention_weight: float = 0.0,
     attention_only_sources: tuple[str, ...] = (),
+    pretrain_lesions: bool = False,
 ) -> dict[str, Any]:
     """Train on the train split and save weights + model card at ``out_stem``.
 
@@ -363,6 +436,11 @@ def train(
         training slices with infection masks (zenodo20); 0 trains on the labels alone
     attention_only_sources : sources whose training slices train the guided-attention term only,
         not the cross-entropy (where the network looks on them, not what it answers)
+    pretrain_lesions : CompactResNet only: first train each network's encoder to segment
+        infection (:func:`pretrain_on_lesions` on :func:`lesion_rows`: zenodo20's masks and
+        Normal slices as empty masks; zenodo20 whether or not it is excluded from the class
+        labels), then train the classifier on top with
+        :data:`LESION_FROZEN` frozen
 
     Returns
     -------
@@ -378,7 +456,10 @@ def train(
         raise ValueError("--attention-only-source needs --attention-weight above 0")
     if set(attention_only_sources) & set(exclude_train_sources):
         raise ValueError("a source cannot be both excluded and trained for attention only")
+    if pretrain_lesions and architecture != "CompactResNet":
+        raise ValueError("--pretrain-lesions applies to --arch CompactResNet only")
     data = build_slice_set(data_dir, cache, val_studies)
+    lesion_set = data.subset(lesion_rows(data))
     if exclude_train_sources:
         data = data.subset(~(np.isin(data.source, list(exclude_train_sources)) & (data.split == "train")))
     train_set, val_set = data.subset(data.split == "train"), data.subset(data.split == "val")
@@ -393,14 +474,22 @@ def train(
             "infection": torch.from_numpy(train_set.infection[:, None].astype(np.float32)),
             "classified": torch.from_numpy(~np.isin(train_set.source, list(attention_only_sources))),
         }
-    start, done, networks = time.monotonic(), 0, []
+    start, done, lesion_epochs, networks = time.monotonic(), 0, 0, []
     for k in range(members):
         gen = seed_everything(seed + k)
         network = ARCHITECTURES[architecture](**args)
         if weights:
             network.load_backbone(weights)
-        desc = f"train classifier ({architecture}" + (f" {k + 1}/{members})" if members > 1 else ")")
-        done = train_network(network, x_all, y_all, gen, epochs, batch_size, lr, bf16, max_minutes, desc, **guidance)
+        member = f" {k + 1}/{members}" if members > 1 else ""
+        frozen: tuple[str, ...] = ()
+        if pretrain_lesions:
+            lesion_epochs = pretrain_on_lesions(
+                network, inputs(lesion_set, lung_masked), torch.from_numpy(lesion_set.infection[:, None].astype(np.float32)),
+                gen, epochs, batch_size, lr, bf16, max_minutes, desc=f"pretrain on lesions{member}")
+            frozen = LESION_FROZEN
+        desc = f"train classifier ({architecture}{member})"
+        done = train_network(network, x_all, y_all, gen, epochs, batch_size, lr, bf16, max_minutes, desc,
+                             frozen=frozen, **guidance)
         networks.append(network)
     train_s = time.monotonic() - start
     if members > 1:
@@ -456,6 +545,13 @@ def train(
             "seed": seed,
             "bf16_autocast": bf16,
             "backbone_weights": os.path.basename(weights) if weights else None,
+            "lesion_pretraining": {
+                "slices": describe(lesion_set),
+                "with_infection_mask": int(lesion_set.infection.any(axis=(1, 2)).sum()),
+                "epochs": lesion_epochs,
+                "frozen": list(LESION_FROZEN),
+                "head": "LesionHead: 1x1 read-outs of layer2 and layer3, 28x28 grid; BCE + soft Dice",
+            } if pretrain_lesions else None,
             "train_seconds": round(train_s, 1),
             "torch": torch.__version__,
         },
