@@ -31,8 +31,8 @@ def test_uncrop_inverts_the_lung_box_crop():
 
 def test_localize_maps_only_positive_lung_slices(small_phantom):
     """Structure of the maps with the shipped classifier: zero on negative slices and outside
-    the lungs, non-empty on a positive one. (Whether they cover the lesions is not asserted:
-    on the phantom they do not yet; see the README status.)"""
+    the lungs, non-empty on a positive one. (That they cover the lesions is asserted on whole
+    analyses in tests/test_pipeline.py.)"""
     vol, lungs_true = small_phantom.volume, small_phantom.lungs
     lungs = LungMasks(labels=lungs_true, volume_ml={})
     model = classify.load_classifier()

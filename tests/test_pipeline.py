@@ -41,3 +41,45 @@ def test_every_report_carries_the_localization_caveat(result):
 
     a, _ = result
     assert LOCALIZATION_CAVEAT in a.warnings
+
+
+#: Lesion radii of the growing-lesion tests, as multiples of the phantom's default ones.
+GROWTH = (0.0, 1.0, 1.4)
+
+
+@pytest.fixture(scope="module")
+def growing():
+    """The default 48 x 128 x 128 phantom with its lesions at each :data:`GROWTH` multiple of
+    their radius (0: a healthy phantom), and its analysis with the shipped models."""
+    from dataclasses import replace
+
+    from covidct.phantom import DEFAULT_LESIONS, make_phantom
+
+    out = []
+    for scale in GROWTH:
+        ph = make_phantom(lesions=[replace(les, radius_mm=les.radius_mm * scale) for les in DEFAULT_LESIONS] if scale else [])
+        out.append((ph, analyze(ph.volume)))
+    return out
+
+
+def test_localization_lies_on_the_inserted_lesions_inside_the_lungs(growing):
+    for ph, a in growing[1:]:
+        lesion = ph.infection > 0
+        share = float(a.maps[lesion].sum() / a.maps.sum())
+        lesion_fraction = float(lesion.sum() / (ph.lungs > 0).sum())  # 4.4 % and 11.6 % of the lungs
+        # measured (float32): 0.43 and 0.63 of the map mass on the lesions
+        assert share >= 0.35 and share >= 3 * lesion_fraction, (share, lesion_fraction)
+        assert float(a.maps[ph.lungs == 0].sum()) <= 0.01 * float(a.maps.sum())  # inside the true lungs
+
+
+def test_scores_and_volumes_grow_with_the_lesions(growing):
+    analyses = [a for _, a in growing]
+    corona = [a.corona_score_cm3 for a in analyses]
+    segmented = [a.infection_involvement["infection"].infection_volume_ml for a in analyses]
+    involved = [a.infection_involvement["infection"].involvement_pct["total"] for a in analyses]
+    lungs = [a.lungs.volume_ml["total"] for a in analyses]
+    assert corona[0] < corona[1] < corona[2], corona  # measured 0 / 29.0 / 63.1 cm3
+    assert segmented[0] < segmented[1] < segmented[2], segmented  # 0 / 119.8 / 215.8 mL
+    assert involved[0] < involved[1] < involved[2], involved
+    assert max(lungs) - min(lungs) <= 0.02 * min(lungs), lungs  # lesions stay lung
+    assert [a.decision.label for a in analyses] == ["normal", "abnormal", "abnormal"]

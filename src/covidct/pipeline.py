@@ -19,12 +19,13 @@ from covidct.volume import Volume
 
 #: Used, with a warning, when the classifier's card holds no validated case threshold.
 DEFAULT_CASE_THRESHOLD = 0.15
-#: Said in every report until a classifier whose Grad-CAM evidence lies on the lesions ships
-#: (benchmarks/localization.py measures it against radiologists' infection masks).
+#: Said in every report: what the maps are and are not (benchmarks/localization.py measures
+#: them against radiologists' infection masks).
 LOCALIZATION_CAVEAT = (
-    "heat maps, Corona score and the map-based infection volume come from Grad-CAM maps that, on "
-    "validation data, do not coincide with the infection: do not read them as lesion outlines or lesion "
-    "volume (the segmented ground-glass and consolidation volumes are not affected)"
+    "heat maps, Corona score and the map-based infection volume come from the slice classifier's Grad-CAM: "
+    "on validation data the maps point at the infection, but they are coarse (a 28 x 28 grid over the lung box) "
+    "and drawn only on slices called abnormal; do not read them as lesion outlines or lesion volume (the "
+    "segmented ground-glass and consolidation volumes are the finer measure)"
 )
 #: Stages timed (report.json ``timing_s``); "localize" includes the case decision and Corona
 #: score, "infection" the segmentation and its volumes.
