@@ -9,10 +9,17 @@ Data (all from ../shared/data), split by patient / case / study, never by slice:
 * covid_ct_md: slices inside the lungs, labelled by the radiologists' per-slice infection
   column: infected slices of P001 -> "COVID-19", of cap001 -> "CAP", all others "Normal".
   With one study per class, a covid_ct_md study is either trained on or validated on
-  (``val_studies``): the shipped model trains on all three, and the estimate for unseen
-  studies of that source comes from leave-one-study-out runs (``--val-study P001`` and
-  ``--val-study cap001``). cap001 is the only CAP study there is: CAP is learnt from 30 slices
-  of one patient, and its estimate comes from a model that saw no CAP at all.
+  (``val_studies``): the shipped model holds out P001 (``--val-study P001``), so that its
+  figure for an unseen study of that source is a measurement, and trains on cap001 and
+  normal001. cap001 is the only CAP study there is: CAP is learnt from 30 slices of one
+  patient, and an estimate for it could only come from a model that saw no CAP at all.
+* zenodo20's training slices are not labelled for the shipped model
+  (``exclude_train_sources``); their infection masks serve the lesion pretraining.
+
+With ``pretrain_lesions`` (the shipped recipe), each network's encoder first learns to segment
+infection on zenodo20's masks and the Normal slices (:func:`pretrain_on_lesions`), and the
+stages through ``layer2`` stay frozen while the labels are learnt: that is what puts the
+Grad-CAM evidence on the infection.
 
 Classes are weighted by inverse frequency in the loss. Augmentation follows the published
 pipeline: rotation ±10° (p 0.8), zoom (p 0.5), horizontal flip, random crop (shift).
