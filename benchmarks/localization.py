@@ -18,7 +18,8 @@ Per slice:
   (1 = no better than uniform);
 * pointing game: the map's maximum falls inside the infection; chance level is the share of
   the lungs that is infected, reported beside it;
-* Dice of the map >= 0.5 against the infection (the infection volume analyze reports).
+* Dice of the map >= :data:`covidct.case.MAP_THRESHOLD` against the infection (the infection
+  volume analyze reports).
 
 A map that is zero everywhere (the gradient-weighted activations are negative throughout) has
 no maximum: such slices are counted (``empty_maps``) and enter ``pointing_all`` as misses; the
@@ -35,7 +36,7 @@ import numpy as np
 import torch
 from _common import DATA, record
 
-from covidct import classify, localize, lungs
+from covidct import case, classify, localize, lungs
 from covidct.train.data import load_medseg, load_zenodo20
 
 METRICS = ("enrichment", "pointing", "chance", "dice")
@@ -72,7 +73,7 @@ def _measure(model: torch.nn.Module, masked: bool, images: np.ndarray, lung: np.
         per["enrichment"].append(float(m[inf].mean() / max(m[rest].mean(), 1e-9)))
         per["pointing"].append(float(inf.flat[int(np.argmax(m))]))
         per["chance"].append(float(inf.sum() / in_lung.sum()))
-        hot = m >= 0.5
+        hot = m >= case.MAP_THRESHOLD
         per["dice"].append(float(2 * (hot & inf).sum() / max(hot.sum() + inf.sum(), 1)))
     return per
 

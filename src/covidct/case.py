@@ -25,8 +25,12 @@ import numpy as np
 
 from covidct.classify import CLASSES
 
-#: Localization map value from which a voxel counts as infected (involvement, infection volume).
-MAP_THRESHOLD = 0.5
+#: Localization map value from which a voxel counts as infected (involvement, infection volume,
+#: 3-D overview, DICOM SEG). The map is the product of two per-layer maps, each scaled to a
+#: maximum of 1 (:func:`covidct.localize.gradcam`), so 0.25 is their geometric mean at 0.5: both
+#: layers at half strength. (At 0.5 on the product, both would have to peak at the same place,
+#: which they seldom do: P001's map volume was 0.1 mL; benchmarks/README.md.)
+MAP_THRESHOLD = 0.25
 LUNG_SIDES = {1: "right", 2: "left"}
 ZONES = ("lower", "middle", "upper")  # thirds along z, inferior to superior
 

@@ -6,6 +6,8 @@ import base64
 import html
 from typing import Any
 
+from covidct.case import MAP_THRESHOLD
+
 
 def data_uri(png: bytes) -> str:
     """A PNG as a ``data:`` URI."""
@@ -43,10 +45,10 @@ def render(report: dict[str, Any], key_slices: list[tuple[str, bytes]], curve_pn
              f"ratio {d['positive_slice_ratio']:.3f}, threshold {d['threshold']:.3f})"),
         _row("diagnosis", f"{d['diagnosis']} ({probs})"),
         _row("Corona score", f"{s['corona_score_cm3']:.1f} cm³"),
-        _row("infection volume (map ≥ 0.5)", f"{s['infection_volume_ml']:.1f} mL"),
+        _row(f"infection volume (map ≥ {MAP_THRESHOLD})", f"{s['infection_volume_ml']:.1f} mL"),
         _row("lung volume", f"right {s['lung_volume_ml']['right']:.0f} mL, left {s['lung_volume_ml']['left']:.0f} mL, "
              f"total {s['lung_volume_ml']['total']:.0f} mL"),
-        _row("lung involved (map ≥ 0.5)", f"right {s['involvement_pct']['right']:.1f} %, "
+        _row(f"lung involved (map ≥ {MAP_THRESHOLD})", f"right {s['involvement_pct']['right']:.1f} %, "
              f"left {s['involvement_pct']['left']:.1f} %, total {s['involvement_pct']['total']:.1f} %"),
         _row("segmented infection", f"ground-glass {s['infection_by_type_ml']['ground_glass']:.1f} mL, "
              f"consolidation {s['infection_by_type_ml']['consolidation']:.1f} mL, total {s['segmentation_volume_ml']:.1f} mL"),
@@ -85,7 +87,7 @@ img.wide {{ max-width: 100%; }}
 <p class="verdict {d['label']}">{html.escape(verdict)} — {html.escape(d['diagnosis'])}</p>
 {f'<h2>Warnings</h2><ul>{warnings}</ul>' if warnings else ''}
 <h2>Summary</h2><table>{summary}</table>
-<h3>Involvement by zone (percent of each zone): Grad-CAM maps ≥ 0.5</h3>{_pct_table(s['zones_pct'])}
+<h3>Involvement by zone (percent of each zone): Grad-CAM maps ≥ {MAP_THRESHOLD}</h3>{_pct_table(s['zones_pct'])}
 <h3>Involvement by zone (percent of each zone): infection segmentation</h3>{_pct_table(s['segmentation_zones_pct'])}
 <h2>Key slices</h2><p>Left: fine-grained Grad-CAM heat map over the lung window. Right: segmented lesions,
 ground-glass yellow, consolidation red. Lungs outlined (red right, blue left).</p>

@@ -31,7 +31,7 @@ def report_dict(
     ``segmentation_volume_ml`` (ground-glass + consolidation), ``segmentation_involvement_pct``
     and ``segmentation_zones_pct`` (any type), and ``infection_by_type_pct`` (each type, per
     lung); ``infection_volume_ml``, ``involvement_pct`` and ``zones_pct`` stay the Grad-CAM
-    ones (maps >= 0.5), next to the Corona score.
+    ones (maps >= :data:`covidct.case.MAP_THRESHOLD`), next to the Corona score.
     """
     vol, d, inv = analysis.volume, analysis.decision, analysis.involvement
     typed = analysis.infection_involvement
