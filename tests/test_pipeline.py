@@ -67,7 +67,7 @@ def test_localization_lies_on_the_inserted_lesions_inside_the_lungs(growing):
         lesion = ph.infection > 0
         share = float(a.maps[lesion].sum() / a.maps.sum())
         lesion_fraction = float(lesion.sum() / (ph.lungs > 0).sum())  # 4.4 % and 11.6 % of the lungs
-        # measured (float32): 0.43 and 0.63 of the map mass on the lesions
+        # measured: 0.43 and 0.63 of the map mass on the lesions (bf16 autocast and float32 alike)
         assert share >= 0.35 and share >= 3 * lesion_fraction, (share, lesion_fraction)
         assert float(a.maps[ph.lungs == 0].sum()) <= 0.01 * float(a.maps.sum())  # inside the true lungs
 
@@ -78,7 +78,7 @@ def test_scores_and_volumes_grow_with_the_lesions(growing):
     segmented = [a.infection_involvement["infection"].infection_volume_ml for a in analyses]
     involved = [a.infection_involvement["infection"].involvement_pct["total"] for a in analyses]
     lungs = [a.lungs.volume_ml["total"] for a in analyses]
-    assert corona[0] < corona[1] < corona[2], corona  # measured 0 / 29.0 / 63.1 cm3
+    assert corona[0] < corona[1] < corona[2], corona  # measured 0 / 29.0 / 63.1 cm3 (float32: 0 / 29.2 / 63.8)
     assert segmented[0] < segmented[1] < segmented[2], segmented  # 0 / 119.8 / 215.8 mL
     assert involved[0] < involved[1] < involved[2], involved
     assert max(lungs) - min(lungs) <= 0.02 * min(lungs), lungs  # lesions stay lung
