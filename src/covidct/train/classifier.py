@@ -253,6 +253,11 @@ def attention_loss(acts: list[torch.Tensor], score: torch.Tensor, infection: tor
 LESION_FROZEN = ("conv1", "bn1", "layer1", "layer2")
 
 
+#: :func:`covidct.train.loop.fit` settings of both classifier trainers (:func:`train_network`,
+#: :func:`pretrain_on_lesions`); batch norm needs batches of two.
+FIT_SETTINGS: dict[str, Any] = {"weight_decay": 1e-2, "warmup": 0.15, "min_batch": 2}
+
+
 def lesion_rows(data: SliceSet) -> np.ndarray:
     """Training slices for lesion pretraining, (n,) bool: those with an infection mask (zenodo20)
     and those labelled Normal (an empty mask is their truth). Abnormal slices without a mask are
@@ -305,7 +310,7 @@ def pretrain_on_lesions(
         return xb.expand(-1, channels, -1, -1), lambda logits: lesion_loss(logits, target)
 
     done, _ = fit(head, torch.arange(len(x)), batch, gen, epochs, batch_size, lr, bf16, max_minutes, desc,
-                  weight_decay=1e-2, warmup=0.15, min_batch=2)
+                  **FIT_SETTINGS)
     return done
 
 
@@ -394,7 +399,7 @@ def train_network(
 
     with localize.recorded_activations(model, layers) as acts:
         done, _ = fit(model, torch.arange(len(x)), batch, gen, epochs, batch_size, lr, bf16, max_minutes, desc,
-                      weight_decay=1e-2, warmup=0.15, min_batch=2)  # batch norm needs two samples
+                      **FIT_SETTINGS)
     return done
 
 
@@ -466,7 +471,10 @@ def train(
     if pretrain_lesions and architecture != "CompactResNet":
         raise ValueError("--pretrain-lesions applies to --arch CompactResNet only")
     data = build_slice_set(data_dir, cache, val_studies)
-    lesion_set = data.subset(lesion_rows(data))
+    if pretrain_lesions:  # before the exclusion: zenodo20's masks serve even when its labels do not
+        lesion_set = data.subset(lesion_rows(data))
+        lesion_x = inputs(lesion_set, lung_masked)
+        lesion_masks = torch.from_numpy(lesion_set.infection[:, None].astype(np.float32))
     if exclude_train_sources:
         data = data.subset(~(np.isin(data.source, list(exclude_train_sources)) & (data.split == "train")))
     train_set, val_set = data.subset(data.split == "train"), data.subset(data.split == "val")
@@ -490,9 +498,8 @@ def train(
         member = f" {k + 1}/{members}" if members > 1 else ""
         frozen: tuple[str, ...] = ()
         if pretrain_lesions:
-            lesion_epochs = pretrain_on_lesions(
-                network, inputs(lesion_set, lung_masked), torch.from_numpy(lesion_set.infection[:, None].astype(np.float32)),
-                gen, epochs, batch_size, lr, bf16, max_minutes, desc=f"pretrain on lesions{member}")
+            lesion_epochs = pretrain_on_lesions(network, lesion_x, lesion_masks, gen, epochs, batch_size, lr, bf16,
+                                                max_minutes, desc=f"pretrain on lesions{member}")
             frozen = LESION_FROZEN
         desc = f"train classifier ({architecture}{member})"
         done = train_network(network, x_all, y_all, gen, epochs, batch_size, lr, bf16, max_minutes, desc,
