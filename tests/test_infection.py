@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from covidct import classify, infection
+from covidct import classify, infection, load
 from covidct.lungs import LungMasks
 
 
@@ -79,3 +79,14 @@ def test_on_the_phantom_lesions_are_found_where_they_are_and_grow_with_them(mode
 def test_on_the_healthy_phantom_almost_nothing_is_segmented(model):
     ph, found = _phantom_segmentation(1.0, model, lesions=False)
     assert (found > 0).sum() * ph.volume.voxel_volume_ml < 2.0  # mL, against 40-216 mL with lesions
+
+
+def test_on_the_shared_studies_infection_is_near_zero_only_for_the_normal_one(shared_data, model):
+    """Issue 10: clearly non-zero for COVID-19 and CAP, under 5 % of the COVID study's for Normal."""
+    volumes = {}
+    for study in ("COVID/P001", "CAP/cap001", "Normal/normal001"):
+        volume = load(shared_data / "covid_ct_md" / study)
+        found = infection.segment_infection(volume, model=model)
+        volumes[study] = float((found > 0).sum() * volume.voxel_volume_ml)
+    assert volumes["COVID/P001"] > 50 and volumes["CAP/cap001"] > 50, volumes
+    assert volumes["Normal/normal001"] < 0.05 * volumes["COVID/P001"], volumes

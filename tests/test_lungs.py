@@ -76,13 +76,29 @@ def test_airless_fat_is_dropped_but_not_consolidation_or_lung():
     hu[0, 5:15, 5:15], mask[0, 5:15, 5:15] = -100.0, True  # fat the model took for lung
     hu[0, 5:15, 30:40], mask[0, 5:15, 30:40] = 30.0, True  # a fully consolidated cross-section
     hu[1, 5:25, 5:25], mask[1, 5:25, 5:25] = -850.0, True  # lung ...
-    hu[1, 5:25, 25:35], mask[1, 5:25, 25:35] = -100.0, True  # ... with fat touching it (one region)
+    hu[1, 5:25, 25:28], mask[1, 5:25, 25:28] = -100.0, True  # ... with a thin rim of fat (stays with it)
     hu[1, 30:38, 40:50], mask[1, 30:38, 40:50] = -90.0, True  # fat with a little air: still fat
     hu[1, 30:31, 40:50] = -700.0  # 12.5 % aerated
-    out = lungs.drop_fat_regions(mask, hu)
+    out = lungs.drop_fat_regions(mask, hu, (1.0, 1.0, 1.0))
     assert not out[0, 5:15, 5:15].any() and out[0, 5:15, 30:40].all()
-    assert out[1, 5:25, 5:35].all() and not out[1, 30:38, 40:50].any()
+    assert out[1, 5:25, 5:28].all() and not out[1, 30:38, 40:50].any()
     assert not out[~mask].any()
+
+
+def test_thick_fat_bulging_out_of_the_lung_goes_but_a_fat_dense_lesion_inside_stays():
+    """1 mm pixels: 6 mm thick, outline more than half on the mask's edge."""
+    hu = np.full((1, 60, 80), 40.0, np.float32)
+    mask = np.zeros(hu.shape, bool)
+    hu[0, 5:45, 5:45], mask[0, 5:45, 5:45] = -850.0, True  # lung
+    hu[0, 10:40, 45:57], mask[0, 10:40, 45:57] = -100.0, True  # mediastinal fat joined to it
+    hu[0, 20:30, 20:30] = -100.0  # a partial-volumed dense lesion inside the lung
+    hu[0, 33:45, 10:22] = -110.0  # ... and one against the pleura (one side on the edge)
+    out = lungs.drop_fat_regions(mask, hu, (2.0, 1.0, 1.0))
+    assert out[0, 5:45, 5:45].all()
+    assert not out[0, 13:37, 48:54].any() and out[0, 10:40, 45:57].mean() < 0.1  # the opening rounds corners
+    assert not out[~mask].any()
+    thin = lungs.drop_fat_regions(mask, hu, (2.0, 0.4, 0.4))  # the same 12 px are 4.8 mm: a rim, stays
+    assert thin[0, 10:40, 45:57].all()
 
 
 def test_fat_beyond_the_lungs_is_not_lung_on_a_real_study(shared_data):

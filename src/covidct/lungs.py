@@ -62,6 +62,15 @@ MIN_COVERED_FRACTION = 0.25
 FAT_HU = (-190.0, -30.0)
 #: "Nearly airless": less than this fraction of the region below :data:`AERATED_HU`.
 MAX_FAT_AERATED_FRACTION = 0.25
+#: Airless tissue at least this thick (mm, in-plane) is judged on its own even where it touches
+#: aerated lung; thinner rims (partial volume at the pleura and around vessels) stay with the lung.
+MIN_FAT_THICKNESS_MM = 6.0
+#: ... and goes only when more than this fraction of its outline is the mask's edge: it bulges out
+#: of the lung. A lesion lies in the lung, its outline mostly against aerated lung.
+MIN_FAT_EXPOSED_FRACTION = 0.5
+#: An outline pixel this close to a pixel outside the mask (mm) counts as the mask's edge (the
+#: opening leaves the ragged last pixel or two of a region behind).
+EDGE_TOLERANCE_MM = 1.5
 
 
 @dataclass(frozen=True, eq=False)
@@ -296,32 +305,64 @@ def add_aerated_lung(mask: np.ndarray, hu: np.ndarray, body: np.ndarray) -> np.n
     return out
 
 
-def drop_fat_regions(mask: np.ndarray, hu: np.ndarray) -> np.ndarray:
-    """Remove, slice by slice, the predicted regions that are fat rather than lung.
+def disk(radius_px: int) -> np.ndarray:
+    """A filled disk structuring element of the given radius in pixels."""
+    y, x = np.ogrid[-radius_px : radius_px + 1, -radius_px : radius_px + 1]
+    return y * y + x * x <= radius_px * radius_px
 
-    A 2-D connected region of ``mask`` goes when its median HU lies in :data:`FAT_HU` and less
-    than :data:`MAX_FAT_AERATED_FRACTION` of it is aerated. The 2-D model was trained on the
-    middle of the lungs only and, on studies reaching into the neck or abdomen, calls
-    supraclavicular and abdominal fat lung (normal001: 52 such regions, 15 % of its slices).
-    Lung is never fat: consolidation and effusion lie above -30 HU, ground glass and mixed
-    disease keep air; a region is judged whole, so fat touching aerated lung stays with it.
+
+def drop_fat_regions(mask: np.ndarray, hu: np.ndarray, spacing_mm: tuple[float, float, float]) -> np.ndarray:
+    """Remove, slice by slice, the predicted tissue that is fat rather than lung.
+
+    Two kinds go, both judged by their median HU lying in :data:`FAT_HU`:
+
+    * a whole 2-D connected region of ``mask`` of which less than
+      :data:`MAX_FAT_AERATED_FRACTION` is aerated (below :data:`AERATED_HU`);
+    * in the regions that stay, an airless part at least :data:`MIN_FAT_THICKNESS_MM` thick
+      (what survives a morphological opening with a disk of that diameter) of whose outline more
+      than :data:`MIN_FAT_EXPOSED_FRACTION` lies on the mask's edge (within :data:`EDGE_TOLERANCE_MM`):
+      fat the model joined to the lung.
+
+    The 2-D model was trained on the middle of the lungs only and, on studies reaching into the
+    neck or abdomen, calls supraclavicular and abdominal fat lung (normal001: 52 such regions,
+    15 % of its slices), and at the apex joins mediastinal fat to the lung (normal001's top two
+    slices: 3.5 mL, which the infection model then called consolidation). Lung is never fat:
+    consolidation and effusion lie above -30 HU and ground glass keeps air. Partial-volumed
+    consolidation can have a fat-like median; it lies inside the lung, mostly against aerated lung,
+    and stays (cap001's dense lesions: 3-16 % of their outline on the mask's edge). The thickness
+    limit keeps the thin rims of partial volume at the pleura and around vessels.
     """
     out = mask.copy()
     low, high = FAT_HU
+    pixel_mm = min(spacing_mm[1:])
+    element = disk(max(1, round(MIN_FAT_THICKNESS_MM / 2 / pixel_mm)))
+    edge_px = max(1, round(EDGE_TOLERANCE_MM / pixel_mm))
+
+    def fat_regions(plane: np.ndarray, lab: np.ndarray, regions: np.ndarray) -> np.ndarray:
+        median = np.asarray(ndi.median(plane, lab, regions))
+        return regions[(median >= low) & (median <= high)]
 
     def one(k: int) -> None:
         box = _mask_box(mask[k])
         if box is None:
             return
-        lab, n = ndi.label(mask[k][box])
-        aerated = np.bincount(lab[hu[k][box] < AERATED_HU], minlength=n + 1)[1:] / np.bincount(lab.ravel())[1:]
+        plane, region = hu[k][box], out[k][box]  # views: edits land in ``out``
+        lab, n = ndi.label(region)
+        aerated = np.bincount(lab[plane < AERATED_HU], minlength=n + 1)[1:] / np.bincount(lab.ravel())[1:]
         airless = np.flatnonzero(aerated < MAX_FAT_AERATED_FRACTION) + 1  # few: the median only for them
-        if not len(airless):
+        if len(airless):
+            region[np.isin(lab, fat_regions(plane, lab, airless))] = False
+        lab, n = ndi.label(ndi.binary_opening(region & (plane >= AERATED_HU), element))
+        if not n:
             return
-        median = np.asarray(ndi.median(hu[k][box], lab, airless))
-        fat = airless[(median >= low) & (median <= high)]
+        outline = lab * (lab != ndi.grey_erosion(lab, size=3, mode="constant"))
+        beyond = ndi.binary_dilation(~region, iterations=edge_px, border_value=1)  # near the mask's edge
+        fat = fat_regions(plane, lab, np.arange(1, n + 1))
+        total = np.bincount(outline.ravel(), minlength=n + 1)
+        exposed = np.bincount(outline[beyond], minlength=n + 1)
+        fat = fat[exposed[fat] > MIN_FAT_EXPOSED_FRACTION * total[fat]]
         if len(fat):
-            out[k][box][np.isin(lab, fat)] = False
+            region[np.isin(lab, fat)] = False
 
     thread_map(one, range(mask.shape[0]))
     return out
@@ -396,7 +437,7 @@ def segment_lungs(volume: Volume, model: model_weights.LoadedModel | None = None
     body = None
     if volume.is_hu:
         body = body_mask(volume.array)
-        mask = drop_fat_regions(add_aerated_lung(mask & body, volume.array, body), volume.array)
+        mask = drop_fat_regions(add_aerated_lung(mask & body, volume.array, body), volume.array, volume.spacing_mm)
     labels = clean_lungs(mask, volume.spacing_mm, body)
     return LungMasks(
         labels=labels,
