@@ -177,6 +177,28 @@ def test_evaluate_classifier_writes_metrics_and_roc(shared_data, tmp_path, capsy
     assert result["sources"]["zenodo20"]["slices"] == 76 and result["sources"]["zenodo20"]["positives"] == 76
 
 
+def test_evaluate_infection_uses_the_slices_the_card_held_out(shared_data, tmp_path, capsys):
+    """The shipped model held out MedSeg 50-58 and 67; a card that held out none gets no MedSeg
+    figure (never one on its own training slices)."""
+    from covidct.train import infection as train_infection
+    from covidct.models.weights import SHIPPED
+
+    assert main(["evaluate", "infection", "--json"]) == 0
+    flip = json.loads(capsys.readouterr().out)
+    assert flip["flip"] and flip["medseg"]["slices"] == list(train_infection.MEDSEG_VAL)
+    assert flip["medseg"]["dice_mean_per_image"]["infection"] >= 0.6  # measured 0.70
+    assert main(["evaluate", "infection", "--no-flip", "--json"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert not plain["flip"] and plain["medseg"]["dice_pooled"] != flip["medseg"]["dice_pooled"]
+
+    card = json.loads((SHIPPED / "infection.json").read_text())
+    card["training"]["split"]["medseg_val"] = []
+    (tmp_path / "infection.json").write_text(json.dumps(card))
+    (tmp_path / "infection.safetensors").symlink_to(SHIPPED / "infection.safetensors")
+    assert main(["evaluate", "infection", "--weights", str(tmp_path / "infection.json"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["medseg"]["n_slices"] == 0
+
+
 def test_analyze_writes_a_report_and_refuses_to_overwrite(phantom_series, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["analyze", str(phantom_series), "-o", str(out), "--json"]) == 0

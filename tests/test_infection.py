@@ -90,3 +90,12 @@ def test_on_the_shared_studies_infection_is_near_zero_only_for_the_normal_one(sh
         volumes[study] = float((found > 0).sum() * volume.voxel_volume_ml)
     assert volumes["COVID/P001"] > 50 and volumes["CAP/cap001"] > 50, volumes
     assert volumes["Normal/normal001"] < 0.05 * volumes["COVID/P001"], volumes
+
+
+def test_test_time_flip_makes_the_prediction_mirror_with_the_input(model):
+    x = torch.rand(2, 1, 256, 256, generator=torch.Generator().manual_seed(0))
+    plain = infection.predict_probabilities(model.model, x)
+    flipped = infection.predict_probabilities(model.model, x, flip=True)
+    assert torch.allclose(flipped, infection.predict_probabilities(model.model, x.flip(-1), flip=True).flip(-1))
+    assert not torch.allclose(plain, infection.predict_probabilities(model.model, x.flip(-1)).flip(-1))
+    assert torch.allclose(flipped.sum(dim=1), torch.ones(2, 256, 256), atol=1e-5)

@@ -374,7 +374,8 @@ def cmd_evaluate_classifier(args: argparse.Namespace) -> int:
 def cmd_train_infection(args: argparse.Namespace) -> int:
     from covidct.train import infection as train_infection
 
-    card = train_infection.train(**_training_kwargs(args), width=args.width)
+    split = {"medseg_val": (), "medseg_guard": ()} if args.all_medseg else {}
+    card = train_infection.train(**_training_kwargs(args), width=args.width, **split)
     _print_training_result(args.out, card)
     return 0
 
@@ -386,14 +387,19 @@ def cmd_evaluate_infection(args: argparse.Namespace) -> int:
 
     data = args.data or default_data_dir()
     model = _load_model(infection.load_infection_model, args.weights)
-    _, medseg_val = train_infection.split_medseg(load_medseg(data))
-    metrics = train_infection.evaluate(model.model, medseg_val, load_zenodo20(data, ("val",)))
-    metrics.update(model=model.name, sha256=model.sha256)
+    split = model.card.get("training", {}).get("split", {})
+    held_out = split.get("medseg_val", train_infection.MEDSEG_VAL)  # never a slice the model trained on
+    _, medseg_val = train_infection.split_medseg(load_medseg(data), held_out, split.get("medseg_guard_unused", ()))
+    metrics = train_infection.evaluate(model.model, medseg_val, load_zenodo20(data, ("val",)), flip=not args.no_flip)
+    metrics.update(model=model.name, sha256=model.sha256, flip=not args.no_flip)
     if args.json:
         print(json.dumps(metrics))
     else:
         m = metrics["medseg"]
-        for name in ("infection", "ground_glass", "consolidation"):
+        if not medseg_val:
+            print("medseg: this model trained on every MedSeg slice; its estimate is the cross-validation of "
+                  "benchmarks/infection_cv.py (results/infection_cv.json)")
+        for name in ("infection", "ground_glass", "consolidation") if medseg_val else ():
             mean, pooled = m["dice_mean_per_image"][name], m["dice_pooled"][name]
             print(f"medseg val ({m['n_images_with_class'][name]:2d} images) {name:<14} dice per image "
                   f"{'n/a' if mean is None else f'{mean:.4f}'}  pooled {'n/a' if pooled is None else f'{pooled:.4f}'}")
@@ -633,11 +639,16 @@ def build_parser() -> argparse.ArgumentParser:
     ti.add_argument("--width", choices=["compact", "wide"], default="compact",
                     help="channels per level: compact 8-128 (default), wide 16-256 (4x the compute)")
     ti.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    ti.add_argument("--all-medseg", action="store_true",
+                    help="train on all 50 MedSeg slices, none held out (the recipe's estimate is then the 5-fold "
+                    "cross-validation of benchmarks/infection_cv.py)")
     ti.set_defaults(func=cmd_train_infection)
 
     ei = ev_sub.add_parser("infection", help="infection Dice (binary, ground-glass, consolidation) per source")
     ei.add_argument("--data", help="shared data folder (default $COVIDCT_DATA or ../shared/data)")
     ei.add_argument("--weights", help="model card (.json); default the shipped infection model")
+    ei.add_argument("--no-flip", action="store_true",
+                    help="without the test-time flip covidct analyze uses (see covidct.infection.TEST_TIME_FLIP)")
     ei.add_argument("--json", action="store_true", help="print one JSON object")
     ei.set_defaults(func=cmd_evaluate_infection)
 

@@ -33,6 +33,9 @@ from covidct.volume import Volume
 
 INPUT_SIZE = 256
 DOMAIN = "lungcrop-lungwindow-clahe-256"
+#: :func:`segment_infection` averages each slice's prediction with that of its mirror image
+#: (benchmarks/README.md, "Infection segmentation": cross-validated Dice with and without).
+TEST_TIME_FLIP = True
 
 
 def model_input(slices: np.ndarray, is_hu: bool, box: classify.Box) -> torch.Tensor:
@@ -40,11 +43,20 @@ def model_input(slices: np.ndarray, is_hu: bool, box: classify.Box) -> torch.Ten
     return classify.model_input(slices, is_hu, box, size=INPUT_SIZE)
 
 
-def predict_probabilities(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
-    """Softmax over (none, ground-glass, consolidation): (n, 3, 256, 256) for inputs (n, 1, 256, 256)."""
+def predict_probabilities(
+    model: torch.nn.Module, x: torch.Tensor, batch_size: int = 16, flip: bool = False
+) -> torch.Tensor:
+    """Softmax over (none, ground-glass, consolidation): (n, 3, 256, 256) for inputs (n, 1, 256, 256).
+
+    With ``flip`` the softmax is averaged with that of the left-right mirrored input (mirrored
+    back): test-time augmentation with the flip the model was trained with, at twice the cost.
+    """
     if len(x) == 0:
         return torch.zeros((0, 3, *x.shape[-2:]))
-    return model_weights.predict_softmax(model, x, batch_size)
+    prob = model_weights.predict_softmax(model, x, batch_size)
+    if flip:
+        prob = (prob + model_weights.predict_softmax(model, x.flip(-1), batch_size).flip(-1)) / 2
+    return prob
 
 
 def segment_infection(
@@ -69,7 +81,7 @@ def segment_infection(
     Returns
     -------
     (z, y, x) uint8: 0 none, 1 ground-glass, 2 consolidation; 0 outside the lungs and on slices
-    without lung.
+    without lung. Predicted with the test-time flip (:data:`TEST_TIME_FLIP`).
     """
     model = model or load_infection_model()
     lungs = lungs if lungs is not None else segment_lungs(volume)
@@ -79,7 +91,8 @@ def segment_infection(
     starts = range(0, len(indices), batch_size)
     for start in tqdm(starts, desc="infection", unit="batch", disable=None, leave=False):
         idx = indices[start : start + batch_size]
-        prob = predict_probabilities(model.model, model_input(volume.array[idx], volume.is_hu, box), batch_size)
+        x = model_input(volume.array[idx], volume.is_hu, box)
+        prob = predict_probabilities(model.model, x, batch_size, flip=TEST_TIME_FLIP)
         out[idx] = labels_in_slices(prob, box, volume.shape[1:]) * (lungs.labels[idx] > 0)
     return out
 

@@ -61,6 +61,35 @@ def test_medseg_split_holds_out_a_contiguous_block_and_a_guard(shared_data):
         assert item.image.shape == item.mask.shape and set(np.unique(item.mask)) <= {0, 1, 2}
 
 
+def test_folds_validate_every_slice_once_in_contiguous_blocks_with_guards():
+    names = [str(n) for n in (0, 1, 2, 5, 7, 9, 10, 12, 20, 21, 30)]
+    folds = train_infection.medseg_folds(names[::-1], k=3)  # the order given does not matter
+    assert sorted((n for val, _ in folds for n in val), key=int) == names
+    for val, guard in folds:
+        block = [names.index(n) for n in val]
+        assert block == list(range(block[0], block[-1] + 1))
+        assert [names.index(g) for g in guard] == [i for i in (block[0] - 1, block[-1] + 1) if 0 <= i < len(names)]
+    assert folds[0][1] == ("7",) and len(folds[1][1]) == 2
+
+
+def test_shipped_split_is_the_last_fold(shared_data):
+    names = [s.name for s in load_medseg(shared_data)]
+    val, guard = train_infection.medseg_folds(names)[-1]
+    assert val == train_infection.MEDSEG_VAL and guard == train_infection.MEDSEG_GUARD
+
+
+def test_medseg_summary_means_over_images_with_the_class_and_pools_pixels():
+    counts = {  # (|P & T|, |P| + |T|, |T|) per class
+        "a": {"infection": (5, 10, 5), "ground_glass": (5, 10, 5), "consolidation": (0, 3, 0)},
+        "b": {"infection": (1, 10, 8), "ground_glass": (0, 2, 2), "consolidation": (1, 8, 6)},
+    }
+    out = train_infection.summarize_medseg(counts)
+    assert out["n_images_with_class"] == {"infection": 2, "ground_glass": 2, "consolidation": 1}
+    assert out["dice_mean_per_image"]["infection"] == pytest.approx((1.0 + 0.2) / 2)
+    assert out["dice_mean_per_image"]["consolidation"] == pytest.approx(0.25)  # "a" has none: not averaged
+    assert out["dice_pooled"]["consolidation"] == pytest.approx(2 / 11, abs=1e-4)  # ... but its pixels count
+
+
 def test_medseg_is_turned_to_anterior_top(shared_data):
     # After the turn the spine (bright bone, a lung-window picture saturates it) lies in the
     # lower half: more saturated pixels in the middle columns of the bottom half than the top.

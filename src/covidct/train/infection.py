@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -127,11 +127,32 @@ def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return loss
 
 
-def split_medseg(items: list[TypedSlice]) -> tuple[list[TypedSlice], list[TypedSlice]]:
-    """(train, val) MedSeg slices; the guard slice is in neither."""
-    train = [s for s in items if s.name not in MEDSEG_VAL + MEDSEG_GUARD]
-    val = [s for s in items if s.name in MEDSEG_VAL]
-    return train, val
+def split_medseg(
+    items: list[TypedSlice], val: Sequence[str] = MEDSEG_VAL, guard: Sequence[str] = MEDSEG_GUARD
+) -> tuple[list[TypedSlice], list[TypedSlice]]:
+    """(train, val) MedSeg slices by name; the guard slices are in neither."""
+    train = [s for s in items if s.name not in (*val, *guard)]
+    return train, [s for s in items if s.name in val]
+
+
+def medseg_folds(names: Sequence[str], k: int = 5) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
+    """``k`` cross-validation folds of MedSeg slices by contiguous blocks of their indices.
+
+    Neighbouring indices tend to come from one patient, so each fold validates a block of
+    consecutive names (in numeric order) and guards it with the training slice on either side
+    of the block, which is then left out of training as well.
+
+    Returns
+    -------
+    (val names, guard names) per fold.
+    """
+    ordered = sorted(names, key=int)
+    bounds = np.linspace(0, len(ordered), k + 1).round().astype(int)
+    folds = []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        guard = tuple(ordered[i] for i in (a - 1, b) if 0 <= i < len(ordered))
+        folds.append((tuple(ordered[a:b]), guard))
+    return folds
 
 
 def train(
@@ -146,11 +167,15 @@ def train(
     seed: int = 0,
     max_minutes: float | None = None,
     bf16: bool = True,
+    medseg_val: Sequence[str] = MEDSEG_VAL,
+    medseg_guard: Sequence[str] = MEDSEG_GUARD,
 ) -> dict[str, Any]:
     """Train on the training slices and save weights + model card at ``out_stem``.
 
-    Validation Dice (MedSeg :data:`MEDSEG_VAL`, zenodo20 ``val`` cases) is measured once, after
-    training, and written into the card; it picks nothing.
+    Validation Dice (MedSeg ``medseg_val``, zenodo20 ``val`` cases) is measured once, after
+    training, and written into the card; it picks nothing. ``medseg_guard`` slices are in neither
+    split. With ``medseg_val=()`` and ``medseg_guard=()`` all MedSeg slices train (the estimate of
+    that recipe is the cross-validation of benchmarks/infection_cv.py).
 
     ``width`` is a key of :data:`WIDTHS`.
 
@@ -161,7 +186,7 @@ def train(
     if architecture != "UNet":
         raise ValueError(f"unknown infection architecture {architecture!r}; known: UNet")
     gen = seed_everything(seed)
-    medseg_train, medseg_val = split_medseg(load_medseg(data_dir))
+    medseg_train, medseg_val_slices = split_medseg(load_medseg(data_dir), medseg_val, medseg_guard)
     zenodo_train, zenodo_val = load_zenodo20(data_dir, ("train",)), load_zenodo20(data_dir, ("val",))
     x_all, y_all = to_tensors(zenodo_train, medseg_train)
     n_zenodo = sum(len(c.images) for c in zenodo_train)
@@ -173,7 +198,7 @@ def train(
         return xb, lambda logits: loss_fn(logits, yb)
 
     done, train_s = fit(model, epoch_items, batch, gen, epochs, batch_size, lr, bf16, max_minutes, desc="train infection")
-    metrics = evaluate(model, medseg_val, zenodo_val)
+    metrics = evaluate(model, medseg_val_slices, zenodo_val)
     card = {
         "name": Path(out_stem).name,
         "task": "infection segmentation: 0 none, 1 ground-glass, 2 consolidation",
@@ -191,8 +216,8 @@ def train(
             "data": "medseg_infnet/train (MedSeg via Inf-Net, non-commercial) typed labels; zenodo20_slices "
             "(Zenodo 3757476, CC BY-NC-SA 4.0) infection without type",
             "split": {
-                "medseg_train": [s.name for s in medseg_train], "medseg_val": list(MEDSEG_VAL),
-                "medseg_guard_unused": list(MEDSEG_GUARD),
+                "medseg_train": [s.name for s in medseg_train], "medseg_val": list(medseg_val),
+                "medseg_guard_unused": list(medseg_guard),
                 "zenodo20_train": [c.case_id for c in zenodo_train], "zenodo20_val": [c.case_id for c in zenodo_val],
             },
             "n_train_slices": {"medseg": len(medseg_train), "zenodo20": n_zenodo},
@@ -213,51 +238,72 @@ def train(
     return card
 
 
-def predict_labels(model: torch.nn.Module, images: np.ndarray, box: classify.Box) -> np.ndarray:
-    """Labels (n, y, x) for 8-bit slices cropped with ``box``, in the slices' own pixels."""
-    prob = infection.predict_probabilities(model, infection.model_input(images, False, box))
+def predict_labels(model: torch.nn.Module, images: np.ndarray, box: classify.Box, flip: bool = False) -> np.ndarray:
+    """Labels (n, y, x) for 8-bit slices cropped with ``box``, in the slices' own pixels
+    (``flip``: see :func:`covidct.infection.predict_probabilities`)."""
+    prob = infection.predict_probabilities(model, infection.model_input(images, False, box), flip=flip)
     return infection.labels_in_slices(prob, box, images.shape[1:])
 
 
-def _dice_summary(per_image: list[float | None]) -> float | None:
-    values = [d for d in per_image if d is not None]
-    return round(float(np.mean(values)), 4) if values else None
+#: The Dice figures: binary infection and each type, as a test on a label array.
+DICE_CLASSES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "infection": lambda labels: labels > 0,
+    "ground_glass": lambda labels: labels == 1,
+    "consolidation": lambda labels: labels == 2,
+}
 
 
-def evaluate(model: torch.nn.Module, medseg: list[TypedSlice], zenodo: list[SliceCase]) -> dict[str, Any]:
-    """Dice of infection (binary), ground-glass and consolidation.
+def medseg_counts(
+    model: torch.nn.Module, medseg: list[TypedSlice], flip: bool = False
+) -> dict[str, dict[str, tuple[int, int, int]]]:
+    """Per MedSeg slice and class of :data:`DICE_CLASSES`: (|P ∩ T|, |P| + |T|, |T|) in pixels,
+    predicting on the whole picture (no lung masks exist for them)."""
+    counts = {}
+    for item in medseg:
+        pred = predict_labels(model, item.image[None], medseg_box(item), flip)[0]
+        counts[item.name] = {}
+        for name, test in DICE_CLASSES.items():
+            p, t = test(pred), test(item.mask)
+            counts[item.name][name] = (int((p & t).sum()), int(p.sum() + t.sum()), int(t.sum()))
+    return counts
 
-    MedSeg: per image, then the mean over the images whose ground truth has that class (as
-    Inf-Net reports), and pooled over all pixels of all images; whole pictures (no lung masks
-    exist for them). zenodo20: binary Dice per case (its slices pooled), inside the case's lung
-    masks, and the mean over cases.
+
+def summarize_medseg(counts: dict[str, dict[str, tuple[int, int, int]]]) -> dict[str, Any]:
+    """Dice per class from :func:`medseg_counts`: per image, then the mean over the images whose
+    ground truth has that class (as Inf-Net reports), and pooled over all pixels of all images."""
+    per_image, pooled = {}, {}
+    for name in DICE_CLASSES:
+        rows = [c[name] for c in counts.values()]
+        dices = [2 * i / s for i, s, t in rows if t]
+        per_image[name] = (len(dices), round(float(np.mean(dices)), 4) if dices else None)
+        both = sum(s for _, s, _ in rows)
+        pooled[name] = round(2 * sum(i for i, _, _ in rows) / both, 4) if both else None
+    return {
+        "n_slices": len(counts),
+        "slices": list(counts),
+        "dice_mean_per_image": {k: v[1] for k, v in per_image.items()},
+        "n_images_with_class": {k: v[0] for k, v in per_image.items()},
+        "dice_pooled": pooled,
+    }
+
+
+def evaluate(
+    model: torch.nn.Module, medseg: list[TypedSlice], zenodo: list[SliceCase], flip: bool = False
+) -> dict[str, Any]:
+    """Dice of infection (binary), ground-glass and consolidation (``flip``: with test-time flip).
+
+    MedSeg: :func:`summarize_medseg` of :func:`medseg_counts`. zenodo20: binary Dice per case (its
+    slices pooled), inside the case's lung masks, and the mean over cases.
     """
     start = time.monotonic()
-    rows: dict[str, list[float | None]] = {"infection": [], "ground_glass": [], "consolidation": []}
-    pooled = {k: [0, 0] for k in rows}  # intersection, |P| + |T|
-    for item in medseg:
-        pred = predict_labels(model, item.image[None], medseg_box(item))[0]
-        for name, p, t in (
-            ("infection", pred > 0, item.mask > 0),
-            ("ground_glass", pred == 1, item.mask == 1),
-            ("consolidation", pred == 2, item.mask == 2),
-        ):
-            rows[name].append(dice(p, t) if t.any() else None)
-            pooled[name][0] += int((p & t).sum())
-            pooled[name][1] += int(p.sum() + t.sum())
+    medseg_result = summarize_medseg(medseg_counts(model, medseg, flip))
     zenodo_dice = {}
     for case in zenodo:
-        pred = predict_labels(model, case.images, zenodo_box(case)) * (case.lungs > 0)
+        pred = predict_labels(model, case.images, zenodo_box(case), flip) * (case.lungs > 0)
         zenodo_dice[case.case_id] = round(dice(pred > 0, case.infection > 0), 4)
     n_slices = len(medseg) + sum(len(c.images) for c in zenodo)
     return {
-        "medseg": {
-            "n_slices": len(medseg),
-            "slices": [s.name for s in medseg],
-            "dice_mean_per_image": {k: _dice_summary(v) for k, v in rows.items()},
-            "n_images_with_class": {k: sum(d is not None for d in v) for k, v in rows.items()},
-            "dice_pooled": {k: round(2 * i / s, 4) if s else None for k, (i, s) in pooled.items()},
-        },
+        "medseg": medseg_result,
         "zenodo20": {
             "dice_infection_per_case": zenodo_dice,
             "dice_infection_mean": round(float(np.mean(list(zenodo_dice.values()))), 4) if zenodo_dice else None,

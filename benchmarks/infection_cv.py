@@ -1,0 +1,79 @@
+"""Infection U-Net: 5-fold cross-validation over the 50 MedSeg training slices.
+
+    python benchmarks/infection_cv.py [--epochs N] [--width compact|wide] [--keep DIR]
+
+The shipped validation split has 10 MedSeg slices, too few to tell two recipes apart or to
+estimate the held-out Dice. Here every MedSeg slice is validated once: each fold trains the
+shipped recipe (``covidct.train.infection.train``) on the other slices, less a guard slice on
+either side of the validated block (:func:`covidct.train.infection.medseg_folds`), plus zenodo20's
+training cases, and is evaluated with and without the test-time flip. The per-slice counts of
+all folds are pooled into one Dice table (per image, mean over the images with the class, as
+Inf-Net reports; and over all pixels). zenodo20 val is evaluated by every fold's model; its
+mean over folds is given. Fold 5 is the shipped split. Writes results/infection_cv.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from _common import DATA, record
+
+from covidct.infection import load_infection_model
+from covidct.train import infection as train_infection
+from covidct.train.data import load_medseg, load_zenodo20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--width", choices=sorted(train_infection.WIDTHS), default="compact")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--keep", help="folder to keep each fold's weights in (default: a temporary one)")
+    parser.add_argument("--name", default="infection_cv", help="results file stem (default infection_cv)")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    medseg = load_medseg(DATA)
+    zenodo_val = load_zenodo20(DATA, ("val",))
+    folds = train_infection.medseg_folds([s.name for s in medseg], args.folds)
+    counts: dict[bool, dict] = {False: {}, True: {}}
+    zenodo: dict[bool, list[float]] = {False: [], True: []}
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        out_dir = Path(args.keep or tmp)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for k, (val, guard) in enumerate(folds, 1):
+            stem = out_dir / f"infection_fold{k}"
+            card = train_infection.train(DATA, stem, width=args.width, epochs=args.epochs,
+                                         medseg_val=val, medseg_guard=guard)
+            model = load_infection_model(str(stem) + ".json").model
+            _, val_slices = train_infection.split_medseg(medseg, val, guard)
+            row = {"val": list(val), "guard": list(guard), "train_seconds": card["training"]["train_seconds"]}
+            for flip in (False, True):
+                fold_counts = train_infection.medseg_counts(model, val_slices, flip)
+                counts[flip].update(fold_counts)
+                metrics = train_infection.evaluate(model, [], zenodo_val, flip)
+                zenodo[flip].append(metrics["zenodo20"]["dice_infection_mean"])
+                row["flip" if flip else "plain"] = {
+                    "medseg": train_infection.summarize_medseg(fold_counts)["dice_mean_per_image"],
+                    "zenodo20_mean": metrics["zenodo20"]["dice_infection_mean"],
+                }
+            rows.append(row)
+    record(args.name, {
+        "recipe": {"epochs": args.epochs, "width": args.width, "other settings": "train() defaults"},
+        "pooled_over_folds": {
+            ("flip" if flip else "plain"): {
+                "medseg": train_infection.summarize_medseg(counts[flip]),
+                "zenodo20_mean_over_folds": round(float(np.mean(zenodo[flip])), 4),
+            }
+            for flip in (False, True)
+        },
+        "folds": rows,
+    })
+
+
+if __name__ == "__main__":
+    main()
