@@ -329,7 +329,7 @@ def drop_fat_regions(mask: np.ndarray, hu: np.ndarray, spacing_mm: tuple[float, 
     slices: 3.5 mL, which the infection model then called consolidation). Lung is never fat:
     consolidation and effusion lie above -30 HU and ground glass keeps air. Partial-volumed
     consolidation can have a fat-like median; it lies inside the lung, mostly against aerated lung,
-    and stays (cap001's dense lesions: 3-16 % of their outline on the mask's edge). The thickness
+    and stays (cap001's dense lesions: at most 26 % of their outline on the mask's edge). The thickness
     limit keeps the thin rims of partial volume at the pleura and around vessels.
     """
     out = mask.copy()

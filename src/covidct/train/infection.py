@@ -173,7 +173,8 @@ def train(
     """Train on the training slices and save weights + model card at ``out_stem``.
 
     Validation Dice (MedSeg ``medseg_val``, zenodo20 ``val`` cases) is measured once, after
-    training, and written into the card; it picks nothing. ``medseg_guard`` slices are in neither
+    training, as :func:`covidct.segment_infection` predicts (test-time flip as
+    :data:`covidct.infection.TEST_TIME_FLIP`), and written into the card; it picks nothing. ``medseg_guard`` slices are in neither
     split. With ``medseg_val=()`` and ``medseg_guard=()`` all MedSeg slices train (the estimate of
     that recipe is the cross-validation of benchmarks/infection_cv.py).
 
@@ -198,7 +199,8 @@ def train(
         return xb, lambda logits: loss_fn(logits, yb)
 
     done, train_s = fit(model, epoch_items, batch, gen, epochs, batch_size, lr, bf16, max_minutes, desc="train infection")
-    metrics = evaluate(model, medseg_val_slices, zenodo_val)
+    metrics = {**evaluate(model, medseg_val_slices, zenodo_val, infection.TEST_TIME_FLIP),
+               "test_time_flip": infection.TEST_TIME_FLIP}
     card = {
         "name": Path(out_stem).name,
         "task": "infection segmentation: 0 none, 1 ground-glass, 2 consolidation",
