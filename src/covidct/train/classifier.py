@@ -413,7 +413,7 @@ def train(
     seed: int = 0,
     weights: str | None = None,
     max_minutes: float | None = None,
-    bf16: bool = True,
+    bf16: bool | None = None,
     cache: str | os.PathLike[str] | None = None,
     val_studies: tuple[str, ...] = (),
     lung_masked: bool = True,
@@ -435,7 +435,8 @@ def train(
     epochs, batch_size, lr, seed : training settings
     weights : torchvision ResNet-50 weights for the backbone (``--arch ResNet50`` only)
     max_minutes : stop after this much training time (the card records the epochs done)
-    bf16 : bfloat16 autocast (weights stay float32)
+    bf16 : bfloat16 autocast (weights stay float32); default: where the CPU has native bf16
+        (:func:`covidct.models.weights.bf16_inference`)
     cache : optional ``.npz`` of the prepared slices (see :func:`build_slice_set`)
     val_studies : covid_ct_md studies to validate on instead of training on
     lung_masked : show the model only the (dilated) lungs, zero elsewhere
@@ -470,6 +471,7 @@ def train(
         raise ValueError("a source cannot be both excluded and trained for attention only")
     if pretrain_lesions and architecture != "CompactResNet":
         raise ValueError("--pretrain-lesions applies to --arch CompactResNet only")
+    bf16 = model_weights.bf16_inference() if bf16 is None else bf16
     data = build_slice_set(data_dir, cache, val_studies)
     if pretrain_lesions:  # before the exclusion: zenodo20's masks serve even when its labels do not
         lesion_set = data.subset(lesion_rows(data))

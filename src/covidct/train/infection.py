@@ -166,7 +166,7 @@ def train(
     crop: int = 192,
     seed: int = 0,
     max_minutes: float | None = None,
-    bf16: bool = True,
+    bf16: bool | None = None,
     medseg_val: Sequence[str] = MEDSEG_VAL,
     medseg_guard: Sequence[str] = MEDSEG_GUARD,
 ) -> dict[str, Any]:
@@ -178,7 +178,8 @@ def train(
     split. With ``medseg_val=()`` and ``medseg_guard=()`` all MedSeg slices train (the estimate of
     that recipe is the cross-validation of benchmarks/infection_cv.py).
 
-    ``width`` is a key of :data:`WIDTHS`.
+    ``width`` is a key of :data:`WIDTHS`. ``bf16`` (bfloat16 autocast) defaults to where the CPU
+    has native bf16 (:func:`covidct.models.weights.bf16_inference`).
 
     Returns
     -------
@@ -186,6 +187,7 @@ def train(
     """
     if architecture != "UNet":
         raise ValueError(f"unknown infection architecture {architecture!r}; known: UNet")
+    bf16 = model_weights.bf16_inference() if bf16 is None else bf16
     gen = seed_everything(seed)
     medseg_train, medseg_val_slices = split_medseg(load_medseg(data_dir), medseg_val, medseg_guard)
     zenodo_train, zenodo_val = load_zenodo20(data_dir, ("train",)), load_zenodo20(data_dir, ("val",))

@@ -81,7 +81,7 @@ def train(
     seed: int = 0,
     encoder_weights: str | None = None,
     max_minutes: float | None = None,
-    bf16: bool = True,
+    bf16: bool | None = None,
 ) -> dict[str, Any]:
     """Train on the ``train`` split and save weights + model card at ``out_stem``.
 
@@ -97,12 +97,14 @@ def train(
     encoder_weights : optional torchvision VGG16 weights for VGG16UNet's encoder
     max_minutes : stop early after this much wall time (the card records the epochs done)
     bf16 : mixed precision (bfloat16 autocast; weights stay float32): 3-4x faster on CPUs with
-        AMX/AVX-512 BF16, slower on CPUs without
+        AMX/AVX-512 BF16, slower on CPUs without; default: where the CPU has native bf16
+        (:func:`covidct.models.weights.bf16_inference`)
 
     Returns
     -------
     The model card.
     """
+    bf16 = model_weights.bf16_inference() if bf16 is None else bf16
     gen = seed_everything(seed)
     train_cases = load_zenodo20(data_dir, ("train",))
     val_cases = load_zenodo20(data_dir, ("val",))
