@@ -29,6 +29,18 @@ def test_loss_on_typed_labels_wants_the_right_type():
     assert train_infection.loss_fn(right, target) < 0.05 < 1.0 < train_infection.loss_fn(wrong, target)
 
 
+def test_class_weights_scale_the_cross_entropy_of_their_class_only():
+    target = torch.zeros(1, 8, 8, dtype=torch.long)
+    target[0, :4] = 2  # consolidation
+    logits = torch.zeros(1, 3, 8, 8)  # undecided everywhere: the same cross-entropy per pixel
+    base = train_infection.loss_fn(logits, target, (1.0, 1.0, 1.0))
+    heavier = train_infection.loss_fn(logits, target, (1.0, 1.0, 3.0))
+    other = train_infection.loss_fn(logits, target, (1.0, 3.0, 1.0))
+    # half the pixels are consolidation, each contributing log(3) / 64 per unit weight
+    assert float(heavier - base) == pytest.approx(2 * 32 * np.log(3) / 64, rel=1e-5)
+    assert float(other) == pytest.approx(float(base), rel=1e-6)
+
+
 def test_augment_keeps_labels_integer_and_aligned():
     gen = torch.Generator().manual_seed(0)
     x = torch.zeros(4, 1, 64, 64)

@@ -106,11 +106,13 @@ def _soft_dice(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return (2 * (p * t).sum() + 1) / (p.sum() + t.sum() + 1)
 
 
-def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def loss_fn(
+    logits: torch.Tensor, target: torch.Tensor, class_weights: Sequence[float] = CLASS_WEIGHTS
+) -> torch.Tensor:
     """Weighted cross-entropy (untyped infection: -log(p_gg + p_cons)) plus soft Dice of infection
     and, on fully typed images, of each type."""
     logp = F.log_softmax(logits.float(), dim=1)
-    weights = torch.tensor(CLASS_WEIGHTS)
+    weights = torch.tensor(class_weights)
     typed = target < UNTYPED
     known = target.clamp(max=2)
     nll = torch.where(
@@ -169,6 +171,7 @@ def train(
     bf16: bool | None = None,
     medseg_val: Sequence[str] = MEDSEG_VAL,
     medseg_guard: Sequence[str] = MEDSEG_GUARD,
+    class_weights: Sequence[float] = CLASS_WEIGHTS,
 ) -> dict[str, Any]:
     """Train on the training slices and save weights + model card at ``out_stem``.
 
@@ -198,7 +201,7 @@ def train(
     model = UNet(**args)
     def batch(idx: torch.Tensor) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
         xb, yb = augment(x_all[idx], y_all[idx], gen, crop)
-        return xb, lambda logits: loss_fn(logits, yb)
+        return xb, lambda logits: loss_fn(logits, yb, class_weights)
 
     done, train_s = fit(model, epoch_items, batch, gen, epochs, batch_size, lr, bf16, max_minutes, desc="train infection")
     metrics = {**evaluate(model, medseg_val_slices, zenodo_val, infection.TEST_TIME_FLIP),
@@ -226,7 +229,7 @@ def train(
             },
             "n_train_slices": {"medseg": len(medseg_train), "zenodo20": n_zenodo},
             "medseg_repeats_per_epoch": MEDSEG_REPEATS,
-            "class_weights": list(CLASS_WEIGHTS),
+            "class_weights": list(class_weights),
             "epochs": done,
             "batch_size": batch_size,
             "lr": lr,
