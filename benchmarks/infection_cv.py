@@ -1,6 +1,6 @@
 """Infection U-Net: 5-fold cross-validation over the 50 MedSeg training slices.
 
-    python benchmarks/infection_cv.py [--epochs N] [--width compact|wide] [--class-weights W W W] [--keep DIR] [--name NAME]
+    python benchmarks/infection_cv.py [--epochs N] [--width compact|wide] [--class-weights W W W] [--seed S] [--keep DIR] [--name NAME]
 
 The shipped validation split has 10 MedSeg slices, too few to tell two recipes apart or to
 estimate the held-out Dice. Here every MedSeg slice is validated once: each fold trains the
@@ -32,6 +32,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--width", choices=sorted(train_infection.WIDTHS), default="compact")
     parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0, help="training seed of every fold (default 0, the shipped recipe's)")
     parser.add_argument("--class-weights", type=float, nargs=3, default=list(train_infection.CLASS_WEIGHTS),
                         metavar=("NONE", "GG", "CONS"), help="cross-entropy weights (default: the shipped recipe's)")
     parser.add_argument("--keep", help="folder to keep each fold's weights in (default: a temporary one)")
@@ -50,7 +51,8 @@ def main() -> None:
         for k, (val, guard) in enumerate(folds, 1):
             stem = out_dir / f"infection_fold{k}"
             card = train_infection.train(DATA, stem, width=args.width, epochs=args.epochs,
-                                         medseg_val=val, medseg_guard=guard, class_weights=args.class_weights)
+                                         medseg_val=val, medseg_guard=guard, class_weights=args.class_weights,
+                                         seed=args.seed)
             model = load_infection_model(str(stem) + ".json").model
             _, val_slices = train_infection.split_medseg(medseg, val, guard)
             row = {"val": list(val), "guard": list(guard), "train_seconds": card["training"]["train_seconds"]}
@@ -65,7 +67,7 @@ def main() -> None:
                 }
             rows.append(row)
     record(args.name, {
-        "recipe": {"epochs": args.epochs, "width": args.width, "class_weights": args.class_weights,
+        "recipe": {"epochs": args.epochs, "width": args.width, "class_weights": args.class_weights, "seed": args.seed,
                    "other settings": "train() defaults"},
         "pooled_over_folds": {
             ("flip" if flip else "plain"): {
