@@ -47,10 +47,26 @@ def test_box_beyond_the_image_is_clipped():
     assert (out == 1).all()
 
 
-def test_inputs_are_the_classifier_domain_at_256(small_phantom):
+def test_inputs_are_the_classifier_domain_and_the_medseg_window_at_256(small_phantom):
     box = classify.lung_box(small_phantom.lungs)
-    x = infection.model_input(small_phantom.volume.array[:2], True, box)
-    assert x.shape == (2, 1, 256, 256) and 0.0 <= float(x.min()) and float(x.max()) <= 1.0
+    slices = small_phantom.volume.array[:2]
+    x = infection.model_input(slices, True, box)
+    assert x.shape == (2, infection.CHANNELS, 256, 256) and 0.0 <= float(x.min()) and float(x.max()) <= 1.0
+    assert torch.equal(x[:, :1], classify.model_input(slices, True, box, size=256))
+    # channel 1 has no CLAHE: a uniform HU slice stays uniform, a step stays a step
+    step = np.full((1, 64, 64), -1100.0, dtype=np.float32)
+    step[:, :, 32:] = -475.0  # the middle of the medseg window
+    out = infection.model_input(step, True, (0, 64, 0, 64))[0, 1]
+    assert float(out[:, :120].max()) == 0.0 and float(out[:, 136:].min()) == 1.0
+
+
+def test_intensity_channel_of_8bit_pictures_is_their_min_max():
+    picture = np.zeros((1, 50, 50), dtype=np.uint8)
+    picture[:, 10:40, 10:40] = 100
+    picture[:, 20:30, 20:30] = 200
+    out = infection.model_input(picture, False, (0, 50, 0, 50))[0, 1]
+    assert float(out.max()) == 1.0 and float(out.min()) == 0.0
+    assert abs(float(out[128, 90]) - 0.5) < 1e-6  # 100 of 0-200, inside the 100 square only
 
 
 def _phantom_segmentation(scale: float, model, lesions=True):
@@ -93,7 +109,7 @@ def test_on_the_shared_studies_infection_is_near_zero_only_for_the_normal_one(sh
 
 
 def test_test_time_flip_makes_the_prediction_mirror_with_the_input(model):
-    x = torch.rand(2, 1, 256, 256, generator=torch.Generator().manual_seed(0))
+    x = torch.rand(2, infection.CHANNELS, 256, 256, generator=torch.Generator().manual_seed(0))
     plain = infection.predict_probabilities(model.model, x)
     flipped = infection.predict_probabilities(model.model, x, flip=True)
     assert torch.allclose(flipped, infection.predict_probabilities(model.model, x.flip(-1), flip=True).flip(-1))

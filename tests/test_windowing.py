@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from covidct.windowing import WINDOWS, apply_window, minmax_clahe, stack_windows, window
+from covidct.windowing import WINDOWS, apply_window, minmax, minmax_clahe, stack_windows, window
 
 
 def test_window_maps_bounds_linearly_and_clips():
@@ -15,6 +15,7 @@ def test_presets_match_their_definitions():
     assert (WINDOWS["pipeline"].low, WINDOWS["pipeline"].high) == (-1000, 0)
     assert (WINDOWS["lung"].level, WINDOWS["lung"].width) == (-600, 1500)
     assert (WINDOWS["mediastinum"].level, WINDOWS["mediastinum"].width) == (40, 400)
+    assert (WINDOWS["medseg"].low, WINDOWS["medseg"].high) == (-1100, 150)
     np.testing.assert_allclose(apply_window(np.array([40.0]), "mediastinum"), [0.5])
 
 
@@ -43,3 +44,12 @@ def test_minmax_clahe_is_invariant_to_affine_intensity_changes():
     np.testing.assert_allclose(minmax_clahe(slices * 37.0 - 900.0), out, atol=1e-5)
     # A constant slice does not divide by zero.
     assert np.isfinite(minmax_clahe(np.full((1, 16, 16), 5.0))).all()
+
+
+def test_minmax_scales_each_slice_to_the_unit_range():
+    slices = np.stack([np.linspace(-1000, 200, 16).reshape(4, 4), np.linspace(3, 5, 16).reshape(4, 4)])
+    out = minmax(slices)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out[0], out[1], atol=1e-6)
+    np.testing.assert_allclose([out.min(), out.max()], [0.0, 1.0])
+    assert not minmax(np.full((1, 4, 4), 7.0)).any()

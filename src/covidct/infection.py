@@ -3,18 +3,24 @@
 A compact 2-D U-Net with three softmax outputs, trained on MedSeg slices (typed labels, Inf-Net's
 training split) and zenodo20_slices (infection without type); see :mod:`covidct.train.infection`.
 
-Model input domain ("lungcrop-lungwindow-clahe-256")
------------------------------------------------------
-The classifier's domain (:func:`covidct.classify.model_input`) at 256 x 256, without lung
-masking:
+Model input domain ("lungcrop-clahe+medseg-256")
+-------------------------------------------------
+Two channels from a square crop around the study's lung footprint (8 % margin), resized to
+256 x 256, without lung masking:
 
-* crop a square box around the study's lung footprint (8 % margin);
-* HU only: the lung window W1500/L-600. The MedSeg training images are 8-bit pictures in an
-  undocumented lung-type window (soft tissue and bone saturate toward white), zenodo20's are
-  per-slice min-max + CLAHE of the full range; both are taken as they are;
-* resize to 256 x 256, per-slice min-max and CLAHE. CLAHE makes the three sources look alike: an
-  8-bit lung-window picture, a CLAHE slice and a lung-windowed HU slice all end up with the same
-  local contrast, so the window each 8-bit source used matters little.
+0. the classifier's domain (:func:`covidct.classify.model_input`): HU through the lung window
+   W1500/L-600, then per-slice min-max and CLAHE. CLAHE makes the sources look alike (an 8-bit
+   lung-window picture, a CLAHE slice and a lung-windowed HU slice end up with the same local
+   contrast), but it equalizes away absolute intensity;
+1. the intensity itself, per-slice min-max without CLAHE: HU through the "medseg" window
+   [-1100, +150] (:data:`covidct.windowing.WINDOWS`), 8-bit pictures as they are. Absolute
+   intensity is what tells ground-glass from consolidation: on MedSeg's typed pixels a single
+   threshold on this channel (0.55) types the radiologists' infection with Dice 0.82 / 0.59
+   (ground-glass / consolidation, mean per image), one on the CLAHE channel (0.65) with 0.72 /
+   0.41 (``python benchmarks/infection_typing.py``). The MedSeg pictures are 8-bit in an undocumented window; the
+   "medseg" window puts a CT's lung parenchyma and soft tissue at their histogram peaks, and
+   training varies this channel's contrast and brightness so a window that is a little off
+   matters little. zenodo20's pictures exist only after CLAHE; this channel gets them as they are.
 
 The most probable class is mapped back into the slice's pixels (nearest neighbour) and set to 0
 outside the lung mask.
@@ -27,26 +33,41 @@ import torch
 from tqdm import tqdm
 
 from covidct import classify
-from covidct.lungs import LungMasks, segment_lungs
+from covidct.lungs import LungMasks, resize_slices, segment_lungs
 from covidct.models import weights as model_weights
 from covidct.volume import Volume
+from covidct.windowing import apply_window, minmax
 
 INPUT_SIZE = 256
-DOMAIN = "lungcrop-lungwindow-clahe-256"
+DOMAIN = "lungcrop-clahe+medseg-256"
+CHANNELS = 2
 #: :func:`segment_infection` averages each slice's prediction with that of its mirror image
 #: (benchmarks/README.md, "Infection segmentation": cross-validated Dice with and without).
 TEST_TIME_FLIP = True
 
 
 def model_input(slices: np.ndarray, is_hu: bool, box: classify.Box) -> torch.Tensor:
-    """Slices in the infection model's input domain (see module docstring): (n, 1, 256, 256)."""
-    return classify.model_input(slices, is_hu, box, size=INPUT_SIZE)
+    """Slices in the infection model's input domain (see module docstring): (n, 2, 256, 256) in [0, 1].
+
+    Parameters
+    ----------
+    slices : (n, y, x) ndarray
+        HU when ``is_hu``, 8-bit (or other) intensities otherwise.
+    is_hu : bool
+    box : crop box from :func:`covidct.classify.lung_box`
+    """
+    clahe = classify.model_input(slices, is_hu, box, size=INPUT_SIZE)
+    x = classify.crop(np.asarray(slices), box)
+    if is_hu:
+        x = apply_window(x, "medseg")
+    x = resize_slices(torch.from_numpy(x)[:, None], (INPUT_SIZE, INPUT_SIZE))[:, 0].numpy()
+    return torch.cat([clahe, torch.from_numpy(minmax(x))[:, None]], dim=1)
 
 
 def predict_probabilities(
     model: torch.nn.Module, x: torch.Tensor, batch_size: int = 16, flip: bool = False
 ) -> torch.Tensor:
-    """Softmax over (none, ground-glass, consolidation): (n, 3, 256, 256) for inputs (n, 1, 256, 256).
+    """Softmax over (none, ground-glass, consolidation): (n, 3, 256, 256) for inputs (n, 2, 256, 256).
 
     With ``flip`` the softmax is averaged with that of the left-right mirrored input (mirrored
     back): test-time augmentation with the flip the model was trained with, at twice the cost.
@@ -117,4 +138,4 @@ def labels_in_slices(probabilities: torch.Tensor, box: classify.Box, shape: tupl
 
 def load_infection_model(name_or_path: str = "infection") -> model_weights.LoadedModel:
     """The infection segmentation model (shipped by default), checked against this input domain."""
-    return model_weights.load(name_or_path, expect_input={"domain": DOMAIN, "size": INPUT_SIZE})
+    return model_weights.load(name_or_path, expect_input={"domain": DOMAIN, "size": INPUT_SIZE, "channels": CHANNELS})

@@ -36,12 +36,16 @@ class Window:
 
 #: Named windows. "pipeline" is the published method's [-1000, 0] HU lung input;
 #: "lung" W1500/L-600 and "mediastinum" W400/L40 are the radiological presets;
-#: "wide" [-1000, +1000] keeps air, soft tissue and most bone apart.
+#: "wide" [-1000, +1000] keeps air, soft tissue and most bone apart; "medseg" [-1100, +150] puts a
+#: CT's lung parenchyma (about -870 HU) and fat / soft tissue where the MedSeg training pictures
+#: of the infection model have theirs (8-bit histogram peaks near 42 and 208 of 255; the pictures'
+#: own window is undocumented; see :mod:`covidct.infection`).
 WINDOWS: dict[str, Window] = {
     "pipeline": Window(level=-500.0, width=1000.0),
     "lung": Window(level=-600.0, width=1500.0),
     "mediastinum": Window(level=40.0, width=400.0),
     "wide": Window(level=0.0, width=2000.0),
+    "medseg": Window(level=-475.0, width=1250.0),
 }
 
 
@@ -93,6 +97,14 @@ def stack_windows(hu: np.ndarray, names: Sequence[str] = ("lung", "mediastinum",
     return np.stack([apply_window(hu, n) for n in names], axis=0)
 
 
+def minmax(slices: np.ndarray) -> np.ndarray:
+    """Per-slice min-max of (n, y, x) intensities to [0, 1] (float32; a constant slice gives 0)."""
+    x = np.asarray(slices, dtype=np.float32)
+    low = x.min(axis=(1, 2), keepdims=True)
+    high = x.max(axis=(1, 2), keepdims=True)
+    return (x - low) / np.maximum(high - low, 1e-6)
+
+
 def minmax_clahe(slices: np.ndarray, tiles: int = 8, clip_limit: float = 7.0 / 256.0) -> np.ndarray:
     """Per-slice min-max to [0, 1], then contrast-limited adaptive histogram equalization.
 
@@ -115,10 +127,7 @@ def minmax_clahe(slices: np.ndarray, tiles: int = 8, clip_limit: float = 7.0 / 2
     """
     from skimage.exposure import equalize_adapthist
 
-    x = np.asarray(slices, dtype=np.float32)
-    low = x.min(axis=(1, 2), keepdims=True)
-    high = x.max(axis=(1, 2), keepdims=True)
-    x = (x - low) / np.maximum(high - low, 1e-6)
+    x = minmax(slices)
     out = np.empty(x.shape, dtype=np.float32)
     kernel = (max(1, x.shape[1] // tiles), max(1, x.shape[2] // tiles))
 

@@ -13,7 +13,8 @@ Data (../shared/data), split by case:
 
 Inputs follow :func:`covidct.infection.model_input`: zenodo20 slices are cropped around their
 case's lung masks like a study; MedSeg slices, already cropped to the chest without lung masks,
-are shown whole. Augmentation: rotation, zoom, flip, shift, random 192 x 192 crop, gamma.
+are shown whole. Augmentation: rotation, zoom, flip, shift, random 192 x 192 crop, gamma, and
+contrast and brightness of the intensity channel.
 
 Loss: class-weighted cross-entropy (ground-glass and consolidation weighted :data:`CLASS_WEIGHTS`
 against the background that fills ~86 % of the pixels) plus soft Dice of infection (all images)
@@ -91,7 +92,9 @@ def to_tensors(cases: list[SliceCase], medseg: list[TypedSlice]) -> tuple[torch.
 
 
 def augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, crop: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rotation (±15°), zoom (0.85-1.15), flip, shift (±5 %), random ``crop`` and gamma (0.7-1.4)."""
+    """Rotation (±15°), zoom (0.85-1.15), flip, shift (±5 %), random ``crop`` and gamma (0.7-1.4);
+    the intensity channel (1) also gets a random contrast (x0.85-1.15) and brightness (±0.05) about
+    its middle, a window a little different from the "medseg" one."""
     n = x.shape[0]
     grid = random_affine_grid(x.shape, gen, max_rotation_deg=15.0, max_shift=0.05)
     x = warp(x, grid)
@@ -99,6 +102,9 @@ def augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, crop: int) -
     x, y = random_crop(gen, crop, x, y)
     u = torch.rand(n, generator=gen)
     gamma = torch.where(u < 0.5, 0.7 + 0.7 * torch.rand(n, generator=gen), torch.ones(n))[:, None, None, None]
+    contrast = (0.85 + 0.3 * torch.rand(n, generator=gen))[:, None, None, None]
+    brightness = (0.1 * torch.rand(n, generator=gen) - 0.05)[:, None, None, None]
+    x = torch.cat([x[:, :1], (x[:, 1:] - 0.5) * contrast + 0.5 + brightness], dim=1)
     return x.clamp(0, 1) ** gamma, y
 
 
@@ -197,7 +203,7 @@ def train(
     x_all, y_all = to_tensors(zenodo_train, medseg_train)
     n_zenodo = sum(len(c.images) for c in zenodo_train)
     epoch_items = torch.cat([torch.arange(n_zenodo), torch.arange(n_zenodo, len(x_all)).repeat(MEDSEG_REPEATS)])
-    args = {"in_channels": 1, "out_channels": 3, "features": WIDTHS[width]}
+    args = {"in_channels": infection.CHANNELS, "out_channels": 3, "features": WIDTHS[width]}
     model = UNet(**args)
     def batch(idx: torch.Tensor) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
         xb, yb = augment(x_all[idx], y_all[idx], gen, crop)
@@ -214,9 +220,10 @@ def train(
         "input": {
             "domain": infection.DOMAIN,
             "size": infection.INPUT_SIZE,
-            "channels": 1,
-            "description": "square crop around the study's lungs (8 % margin); HU: lung window W1500/L-600; "
-            "resize to 256x256; per-slice min-max and CLAHE. 8-bit training pictures are taken as they are.",
+            "channels": infection.CHANNELS,
+            "description": "square crop around the study's lungs (8 % margin), resized to 256x256; channel 0: "
+            "HU through the lung window W1500/L-600, per-slice min-max and CLAHE; channel 1: HU through the "
+            "medseg window [-1100, 150], per-slice min-max. 8-bit training pictures are taken as they are.",
         },
         "output": "3 logit channels: none, ground-glass, consolidation (softmax, most probable class)",
         "training": {
