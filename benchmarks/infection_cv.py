@@ -35,6 +35,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="training seed of every fold (default 0, the shipped recipe's)")
     parser.add_argument("--class-weights", type=float, nargs=3, default=list(train_infection.CLASS_WEIGHTS),
                         metavar=("NONE", "GG", "CONS"), help="cross-entropy weights (default: the shipped recipe's)")
+    parser.add_argument("--dice-per-image", action="store_true",
+                        help="Dice loss terms averaged per image instead of over the batch")
+    parser.add_argument("--intensity-gamma", type=float, default=1.0,
+                        help="augmentation: the intensity channel's own gamma, log-uniform in [1/G, G] (default 1: none)")
+    parser.add_argument("--no-zenodo-intensity", action="store_true",
+                        help="zenodo20's intensity channel set to 0 in training (its pictures exist only after CLAHE)")
     parser.add_argument("--keep", help="folder to keep each fold's weights in (default: a temporary one)")
     parser.add_argument("--name", default="infection_cv", help="results file stem (default infection_cv)")
     args = parser.parse_args()
@@ -52,7 +58,9 @@ def main() -> None:
             stem = out_dir / f"infection_fold{k}"
             card = train_infection.train(DATA, stem, width=args.width, epochs=args.epochs,
                                          medseg_val=val, medseg_guard=guard, class_weights=args.class_weights,
-                                         seed=args.seed)
+                                         seed=args.seed, dice_per_image=args.dice_per_image,
+                                         intensity_gamma=args.intensity_gamma,
+                                         zenodo_intensity=not args.no_zenodo_intensity)
             model = load_infection_model(str(stem) + ".json").model
             _, val_slices = train_infection.split_medseg(medseg, val, guard)
             row = {"val": list(val), "guard": list(guard), "train_seconds": card["training"]["train_seconds"]}
@@ -68,6 +76,8 @@ def main() -> None:
             rows.append(row)
     record(args.name, {
         "recipe": {"epochs": args.epochs, "width": args.width, "class_weights": args.class_weights, "seed": args.seed,
+                   "dice_per_image": args.dice_per_image,
+                   "intensity_gamma": args.intensity_gamma, "zenodo_intensity": not args.no_zenodo_intensity,
                    "other settings": "train() defaults"},
         "pooled_over_folds": {
             ("flip" if flip else "plain"): {

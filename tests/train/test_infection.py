@@ -122,3 +122,39 @@ def test_medseg_labels_are_not_moved_by_the_turn(shared_data, name):
 
     raw = np.asarray(Image.open(shared_data / "medseg_infnet" / "train" / "masks" / f"{name}.png"))
     assert np.array_equal(np.rot90(raw, k=-1), item.mask)
+
+
+def test_per_image_dice_weighs_a_missed_small_lesion_like_a_found_large_one():
+    target = torch.zeros(2, 16, 16, dtype=torch.long)
+    target[0, :8] = 1  # a large ground-glass region, found
+    target[1, 0, 0] = 1  # one pixel, missed
+    logits = torch.full((2, 3, 16, 16), -8.0)
+    logits[:, 0] = 8.0
+    logits[0, 1, :8], logits[0, 0, :8] = 8.0, -8.0
+    batch = train_infection.loss_fn(logits, target, dice_per_image=False)
+    per_image = train_infection.loss_fn(logits, target, dice_per_image=True)
+    # over the batch the missed pixel is 1 of 129 (Dice ~0.99); per image the second image's
+    # Dice is 1 / 2 (the +1 smoothing), in the infection and the ground-glass terms alike
+    assert float(per_image - batch) > 0.3
+
+
+def test_per_image_dice_ignores_images_without_the_class():
+    p = torch.zeros(2, 4, 4)
+    t = torch.zeros(2, 4, 4)
+    p[0, :2], t[0, :2] = 1.0, 1.0  # perfect on the first image
+    p[1, 0, 0] = 1.0  # a false positive on an image without the class: the cross-entropy's concern
+    assert float(train_infection._soft_dice(p, t, per_image=True)) == pytest.approx(1.0)
+    assert float(train_infection._soft_dice(p, t)) < 0.95
+    assert float(train_infection._soft_dice(p, torch.zeros_like(t), per_image=True)) == 1.0
+
+
+def test_intensity_gamma_moves_only_the_intensity_channel_and_keeps_the_draws_without_it():
+    x = torch.full((8, 2, 32, 32), 0.3)
+    y = torch.zeros(8, 32, 32, dtype=torch.long)
+    plain = train_infection.augment(x, y, torch.Generator().manual_seed(1), crop=32)[0]
+    again = train_infection.augment(x, y, torch.Generator().manual_seed(1), crop=32, intensity_gamma=1.0)[0]
+    assert torch.equal(plain, again)  # no extra draws: the shipped recipe's augmentation unchanged
+    levels = train_infection.augment(x, y, torch.Generator().manual_seed(1), crop=32, intensity_gamma=2.0)[0]
+    assert torch.equal(levels[:, 0], plain[:, 0])
+    ratio = levels[:, 1].mean(dim=(1, 2)).log() / plain[:, 1].mean(dim=(1, 2)).log()  # the extra gamma
+    assert float(ratio.min()) >= 0.5 - 1e-4 and float(ratio.max()) <= 2.0 + 1e-4 and float(ratio.std()) > 0.1

@@ -91,10 +91,14 @@ def to_tensors(cases: list[SliceCase], medseg: list[TypedSlice]) -> tuple[torch.
     return torch.cat(xs), torch.cat(ys)
 
 
-def augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, crop: int) -> tuple[torch.Tensor, torch.Tensor]:
+def augment(
+    x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, crop: int, intensity_gamma: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Rotation (±15°), zoom (0.85-1.15), flip, shift (±5 %), random ``crop`` and gamma (0.7-1.4);
     the intensity channel (1) also gets a random contrast (x0.85-1.15) and brightness (±0.05) about
-    its middle, a window a little different from the "medseg" one."""
+    its middle, a window a little different from the "medseg" one, and with ``intensity_gamma``
+    g > 1 a gamma of its own, log-uniform in [1/g, g]: the level of another window (MedSeg's
+    pictures put normal lung anywhere from 25 to 117 of 255)."""
     n = x.shape[0]
     grid = random_affine_grid(x.shape, gen, max_rotation_deg=15.0, max_shift=0.05)
     x = warp(x, grid)
@@ -104,19 +108,34 @@ def augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, crop: int) -
     gamma = torch.where(u < 0.5, 0.7 + 0.7 * torch.rand(n, generator=gen), torch.ones(n))[:, None, None, None]
     contrast = (0.85 + 0.3 * torch.rand(n, generator=gen))[:, None, None, None]
     brightness = (0.1 * torch.rand(n, generator=gen) - 0.05)[:, None, None, None]
-    x = torch.cat([x[:, :1], (x[:, 1:] - 0.5) * contrast + 0.5 + brightness], dim=1)
-    return x.clamp(0, 1) ** gamma, y
+    x = torch.cat([x[:, :1], (x[:, 1:] - 0.5) * contrast + 0.5 + brightness], dim=1).clamp(0, 1)
+    if intensity_gamma > 1:
+        level = torch.exp((2 * torch.rand(n, generator=gen) - 1) * np.log(intensity_gamma))[:, None, None]
+        x = torch.stack([x[:, 0], x[:, 1] ** level], dim=1)
+    return x ** gamma, y
 
 
-def _soft_dice(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    return (2 * (p * t).sum() + 1) / (p.sum() + t.sum() + 1)
+def _soft_dice(p: torch.Tensor, t: torch.Tensor, per_image: bool = False) -> torch.Tensor:
+    """Soft Dice of probabilities ``p`` against targets ``t`` (N, H, W): over the whole batch, or
+    with ``per_image`` the mean over the images whose target is not empty (1 when none is)."""
+    if not per_image:
+        return (2 * (p * t).sum() + 1) / (p.sum() + t.sum() + 1)
+    present = t.flatten(1).sum(1) > 0
+    if not present.any():
+        return torch.ones((), dtype=p.dtype)
+    p, t = p[present].flatten(1), t[present].flatten(1)
+    return ((2 * (p * t).sum(1) + 1) / (p.sum(1) + t.sum(1) + 1)).mean()
 
 
 def loss_fn(
-    logits: torch.Tensor, target: torch.Tensor, class_weights: Sequence[float] = CLASS_WEIGHTS
+    logits: torch.Tensor, target: torch.Tensor, class_weights: Sequence[float] = CLASS_WEIGHTS,
+    dice_per_image: bool = False,
 ) -> torch.Tensor:
     """Weighted cross-entropy (untyped infection: -log(p_gg + p_cons)) plus soft Dice of infection
-    and, on fully typed images, of each type."""
+    and, on fully typed images, of each type; the Dice terms over the batch, or with
+    ``dice_per_image`` averaged over the images that show the class (as the per-image Dice that
+    Inf-Net reports weighs every image alike; false positives on the others are the
+    cross-entropy's to punish)."""
     logp = F.log_softmax(logits.float(), dim=1)
     weights = torch.tensor(class_weights)
     typed = target < UNTYPED
@@ -127,11 +146,11 @@ def loss_fn(
         -torch.logsumexp(logp[:, 1:], dim=1) * weights[1],
     )
     p = logp.exp()
-    loss = nll.mean() + 1 - _soft_dice(p[:, 1] + p[:, 2], (target > 0).float())
+    loss = nll.mean() + 1 - _soft_dice(p[:, 1] + p[:, 2], (target > 0).float(), dice_per_image)
     typed_images = typed.flatten(1).all(dim=1)
     if typed_images.any():
         pt, tt = p[typed_images], target[typed_images]
-        loss = loss + sum(1 - _soft_dice(pt[:, c], (tt == c).float()) for c in (1, 2)) / 2
+        loss = loss + sum(1 - _soft_dice(pt[:, c], (tt == c).float(), dice_per_image) for c in (1, 2)) / 2
     return loss
 
 
@@ -178,6 +197,9 @@ def train(
     medseg_val: Sequence[str] = MEDSEG_VAL,
     medseg_guard: Sequence[str] = MEDSEG_GUARD,
     class_weights: Sequence[float] = CLASS_WEIGHTS,
+    dice_per_image: bool = False,
+    intensity_gamma: float = 1.0,
+    zenodo_intensity: bool = True,
 ) -> dict[str, Any]:
     """Train on the training slices and save weights + model card at ``out_stem``.
 
@@ -206,8 +228,10 @@ def train(
     args = {"in_channels": infection.CHANNELS, "out_channels": 3, "features": WIDTHS[width]}
     model = UNet(**args)
     def batch(idx: torch.Tensor) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
-        xb, yb = augment(x_all[idx], y_all[idx], gen, crop)
-        return xb, lambda logits: loss_fn(logits, yb, class_weights)
+        xb, yb = augment(x_all[idx], y_all[idx], gen, crop, intensity_gamma)
+        if not zenodo_intensity:
+            xb[idx < n_zenodo, 1] = 0.0
+        return xb, lambda logits: loss_fn(logits, yb, class_weights, dice_per_image)
 
     done, train_s = fit(model, epoch_items, batch, gen, epochs, batch_size, lr, bf16, max_minutes, desc="train infection")
     metrics = {**evaluate(model, medseg_val_slices, zenodo_val, infection.TEST_TIME_FLIP),
@@ -237,6 +261,9 @@ def train(
             "n_train_slices": {"medseg": len(medseg_train), "zenodo20": n_zenodo},
             "medseg_repeats_per_epoch": MEDSEG_REPEATS,
             "class_weights": list(class_weights),
+            "dice_per_image": dice_per_image,
+            "intensity_gamma": intensity_gamma,
+            "zenodo_intensity_channel": zenodo_intensity,
             "epochs": done,
             "batch_size": batch_size,
             "lr": lr,
