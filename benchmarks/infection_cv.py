@@ -41,6 +41,8 @@ def main() -> None:
                         help="augmentation: the intensity channel's own gamma, log-uniform in [1/G, G] (default 1: none)")
     parser.add_argument("--no-zenodo-intensity", action="store_true",
                         help="zenodo20's intensity channel set to 0 in training (its pictures exist only after CLAHE)")
+    parser.add_argument("--medseg-repeats", type=int, default=train_infection.MEDSEG_REPEATS,
+                        help="times each MedSeg slice is seen per epoch (default: the shipped recipe's)")
     parser.add_argument("--keep", help="folder to keep each fold's weights in (default: a temporary one)")
     parser.add_argument("--name", default="infection_cv", help="results file stem (default infection_cv)")
     args = parser.parse_args()
@@ -60,7 +62,8 @@ def main() -> None:
                                          medseg_val=val, medseg_guard=guard, class_weights=args.class_weights,
                                          seed=args.seed, dice_per_image=args.dice_per_image,
                                          intensity_gamma=args.intensity_gamma,
-                                         zenodo_intensity=not args.no_zenodo_intensity)
+                                         zenodo_intensity=not args.no_zenodo_intensity,
+                                         medseg_repeats=args.medseg_repeats)
             model = load_infection_model(str(stem) + ".json").model
             _, val_slices = train_infection.split_medseg(medseg, val, guard)
             row = {"val": list(val), "guard": list(guard), "train_seconds": card["training"]["train_seconds"]}
@@ -78,7 +81,7 @@ def main() -> None:
         "recipe": {"epochs": args.epochs, "width": args.width, "class_weights": args.class_weights, "seed": args.seed,
                    "dice_per_image": args.dice_per_image,
                    "intensity_gamma": args.intensity_gamma, "zenodo_intensity": not args.no_zenodo_intensity,
-                   "other settings": "train() defaults"},
+                   "medseg_repeats": args.medseg_repeats, "other settings": "train() defaults"},
         "pooled_over_folds": {
             ("flip" if flip else "plain"): {
                 "medseg": train_infection.summarize_medseg(counts[flip]),

@@ -115,3 +115,21 @@ def test_test_time_flip_makes_the_prediction_mirror_with_the_input(model):
     assert torch.allclose(flipped, infection.predict_probabilities(model.model, x.flip(-1), flip=True).flip(-1))
     assert not torch.allclose(plain, infection.predict_probabilities(model.model, x.flip(-1)).flip(-1))
     assert torch.allclose(flipped.sum(dim=1), torch.ones(2, 256, 256), atol=1e-5)
+
+
+def test_a_picture_is_segmented_whole_and_not_cut_by_the_lung_mask(small_phantom, model, tmp_path):
+    from PIL import Image
+
+    from covidct.train import infection as train_infection
+
+    hu = small_phantom.volume.array[10]  # a slice through lesions
+    picture = (np.clip((hu + 1100) / 1250, 0, 1) * 255).astype(np.uint8)  # an 8-bit lung-window slice
+    Image.fromarray(picture).save(tmp_path / "slice.png")
+    volume = load(tmp_path / "slice.png")
+    no_lungs = LungMasks(labels=np.zeros(volume.shape, np.uint8), volume_ml={})
+    out = infection.segment_infection(volume, no_lungs, model)
+    expected = train_infection.predict_labels(model.model, volume.array, infection.picture_box(picture.shape), flip=True)
+    assert np.array_equal(out, expected)
+    found, lesion = out[0] > 0, small_phantom.infection[10] > 0
+    assert found.sum() > 0.5 * lesion.sum() and (found & lesion).sum() >= 0.8 * found.sum()  # no lung mask given
+    assert infection.picture_box((40, 60)) == (-10, 50, 0, 60)  # the whole picture, made square

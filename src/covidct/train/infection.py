@@ -72,8 +72,9 @@ def zenodo_box(case: SliceCase) -> classify.Box:
 
 
 def medseg_box(item: TypedSlice) -> classify.Box:
-    """The crop box of a MedSeg slice: the whole (already chest-cropped) picture, made square."""
-    return classify.lung_box(np.zeros_like(item.image))
+    """The crop box of a MedSeg slice: the whole (already chest-cropped) picture, made square, as
+    :func:`covidct.segment_infection` crops every 2-D picture."""
+    return infection.picture_box(item.image.shape)
 
 
 def to_tensors(cases: list[SliceCase], medseg: list[TypedSlice]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -200,6 +201,7 @@ def train(
     dice_per_image: bool = False,
     intensity_gamma: float = 1.0,
     zenodo_intensity: bool = True,
+    medseg_repeats: int = MEDSEG_REPEATS,
 ) -> dict[str, Any]:
     """Train on the training slices and save weights + model card at ``out_stem``.
 
@@ -211,6 +213,13 @@ def train(
 
     ``width`` is a key of :data:`WIDTHS`. ``bf16`` (bfloat16 autocast) defaults to where the CPU
     has native bf16 (:func:`covidct.models.weights.bf16_inference`).
+
+    Recipe variants compared by the cross-validation (benchmarks/README.md, "Infection
+    segmentation"; the defaults are the shipped recipe): ``class_weights`` of the cross-entropy,
+    ``dice_per_image`` (:func:`loss_fn`), ``intensity_gamma`` (:func:`augment`),
+    ``zenodo_intensity`` (False: zenodo20's intensity channel is set to 0 after augmentation, as
+    its pictures exist only after CLAHE) and ``medseg_repeats`` (times each MedSeg slice is seen
+    per epoch).
 
     Returns
     -------
@@ -224,7 +233,7 @@ def train(
     zenodo_train, zenodo_val = load_zenodo20(data_dir, ("train",)), load_zenodo20(data_dir, ("val",))
     x_all, y_all = to_tensors(zenodo_train, medseg_train)
     n_zenodo = sum(len(c.images) for c in zenodo_train)
-    epoch_items = torch.cat([torch.arange(n_zenodo), torch.arange(n_zenodo, len(x_all)).repeat(MEDSEG_REPEATS)])
+    epoch_items = torch.cat([torch.arange(n_zenodo), torch.arange(n_zenodo, len(x_all)).repeat(medseg_repeats)])
     args = {"in_channels": infection.CHANNELS, "out_channels": 3, "features": WIDTHS[width]}
     model = UNet(**args)
     def batch(idx: torch.Tensor) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
@@ -259,7 +268,7 @@ def train(
                 "zenodo20_train": [c.case_id for c in zenodo_train], "zenodo20_val": [c.case_id for c in zenodo_val],
             },
             "n_train_slices": {"medseg": len(medseg_train), "zenodo20": n_zenodo},
-            "medseg_repeats_per_epoch": MEDSEG_REPEATS,
+            "medseg_repeats_per_epoch": medseg_repeats,
             "class_weights": list(class_weights),
             "dice_per_image": dice_per_image,
             "intensity_gamma": intensity_gamma,

@@ -1,0 +1,51 @@
+"""Segmented infection volumes of the shared COVID-CT-MD studies, for one or more infection models.
+
+    python benchmarks/infection_volumes.py [CARD ...] [--name NAME]
+
+For each model card (default: the shipped ``infection`` model), :func:`covidct.segment_infection`
+(with its test-time flip) after the shipped lung model on P001 (COVID-19), cap001 (CAP) and
+normal001 (Normal): ground-glass and consolidation in mL, and normal001's volume as a share of
+P001's (the infection issue asks for under 5 %). No infection model trains on these studies.
+Several cards (e.g. the fold models kept by ``benchmarks/infection_cv.py --keep DIR``) show how
+much models of one recipe differ. Writes results/NAME.json (default infection_volumes).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+from _common import DATA, record
+
+import covidct
+from covidct.infection import load_infection_model
+
+STUDIES = (("COVID", "P001"), ("CAP", "cap001"), ("Normal", "normal001"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("cards", nargs="*", default=["infection"], help="model cards (.json) or shipped names")
+    parser.add_argument("--name", default="infection_volumes", help="results file stem (default infection_volumes)")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    models = {card: load_infection_model(card) for card in args.cards}
+    rows: dict[str, dict] = {card: {"sha256": m.sha256} for card, m in models.items()}
+    for folder, study in STUDIES:
+        volume = covidct.load(DATA / "covid_ct_md" / folder / study)
+        lungs = covidct.segment_lungs(volume)
+        for card, model in models.items():
+            labels = covidct.segment_infection(volume, lungs, model)
+            gg, cons = (float((labels == c).sum()) * volume.voxel_volume_ml for c in (1, 2))
+            rows[card][study] = {"ground_glass_ml": round(gg, 1), "consolidation_ml": round(cons, 1),
+                                 "infection_ml": round(gg + cons, 1)}
+    for row in rows.values():
+        covid = row["P001"]["infection_ml"]
+        row["normal001_over_P001"] = round(row["normal001"]["infection_ml"] / covid, 4) if covid else None
+    record(args.name, {"models": {Path(card).stem if card.endswith(".json") else card: row
+                                  for card, row in rows.items()}})
+
+
+if __name__ == "__main__":
+    main()
