@@ -32,17 +32,19 @@ def main() -> None:
     torch.set_num_threads(2)
     models = {card: load_infection_model(card) for card in args.cards}
     rows: dict[str, dict] = {card: {"sha256": m.sha256} for card, m in models.items()}
+    infection_ml: dict[tuple[str, str], float] = {}  # unrounded, for the ratio
     for folder, study in STUDIES:
         volume = covidct.load(DATA / "covid_ct_md" / folder / study)
         lungs = covidct.segment_lungs(volume)
         for card, model in models.items():
             labels = covidct.segment_infection(volume, lungs, model)
             gg, cons = (float((labels == c).sum()) * volume.voxel_volume_ml for c in (1, 2))
-            rows[card][study] = {"ground_glass_ml": round(gg, 1), "consolidation_ml": round(cons, 1),
-                                 "infection_ml": round(gg + cons, 1)}
-    for row in rows.values():
-        covid = row["P001"]["infection_ml"]
-        row["normal001_over_P001"] = round(row["normal001"]["infection_ml"] / covid, 4) if covid else None
+            infection_ml[card, study] = gg + cons
+            rows[card][study] = {"ground_glass_ml": round(gg, 2), "consolidation_ml": round(cons, 2),
+                                 "infection_ml": round(gg + cons, 2)}
+    for card, row in rows.items():
+        covid = infection_ml[card, "P001"]
+        row["normal001_over_P001"] = round(infection_ml[card, "normal001"] / covid, 4) if covid else None
     record(args.name, {"models": {Path(card).stem if card.endswith(".json") else card: row
                                   for card, row in rows.items()}})
 
