@@ -158,3 +158,10 @@ def test_intensity_gamma_moves_only_the_intensity_channel_and_keeps_the_draws_wi
     assert torch.equal(levels[:, 0], plain[:, 0])
     ratio = levels[:, 1].mean(dim=(1, 2)).log() / plain[:, 1].mean(dim=(1, 2)).log()  # the extra gamma
     assert float(ratio.min()) >= 0.5 - 1e-4 and float(ratio.max()) <= 2.0 + 1e-4 and float(ratio.std()) > 0.1
+
+
+def test_an_epoch_sees_zenodo20_once_and_each_medseg_slice_medseg_repeats_times():
+    items = train_infection.epoch_items(n_zenodo=4, n_medseg=2, medseg_repeats=3)
+    assert torch.bincount(items).tolist() == [1, 1, 1, 1, 3, 3]
+    with pytest.raises(ValueError):
+        train_infection.epoch_items(4, 2, 0)

@@ -183,6 +183,17 @@ def medseg_folds(names: Sequence[str], k: int = 5) -> list[tuple[tuple[str, ...]
     return folds
 
 
+def epoch_items(n_zenodo: int, n_medseg: int, medseg_repeats: int) -> torch.Tensor:
+    """Indices of one epoch's items: every zenodo20 slice once, then every MedSeg slice
+    ``medseg_repeats`` times (the training tensors hold zenodo20's slices first).
+
+    MedSeg's few typed slices would otherwise be outnumbered by zenodo20's untyped ones.
+    """
+    if medseg_repeats < 1:
+        raise ValueError(f"medseg_repeats must be at least 1, got {medseg_repeats}")
+    return torch.cat([torch.arange(n_zenodo), torch.arange(n_zenodo, n_zenodo + n_medseg).repeat(medseg_repeats)])
+
+
 def train(
     data_dir: str | os.PathLike[str],
     out_stem: str | os.PathLike[str],
@@ -233,7 +244,7 @@ def train(
     zenodo_train, zenodo_val = load_zenodo20(data_dir, ("train",)), load_zenodo20(data_dir, ("val",))
     x_all, y_all = to_tensors(zenodo_train, medseg_train)
     n_zenodo = sum(len(c.images) for c in zenodo_train)
-    epoch_items = torch.cat([torch.arange(n_zenodo), torch.arange(n_zenodo, len(x_all)).repeat(medseg_repeats)])
+    items = epoch_items(n_zenodo, len(x_all) - n_zenodo, medseg_repeats)
     args = {"in_channels": infection.CHANNELS, "out_channels": 3, "features": WIDTHS[width]}
     model = UNet(**args)
     def batch(idx: torch.Tensor) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
@@ -242,7 +253,7 @@ def train(
             xb[idx < n_zenodo, 1] = 0.0
         return xb, lambda logits: loss_fn(logits, yb, class_weights, dice_per_image)
 
-    done, train_s = fit(model, epoch_items, batch, gen, epochs, batch_size, lr, bf16, max_minutes, desc="train infection")
+    done, train_s = fit(model, items, batch, gen, epochs, batch_size, lr, bf16, max_minutes, desc="train infection")
     metrics = {**evaluate(model, medseg_val_slices, zenodo_val, infection.TEST_TIME_FLIP),
                "test_time_flip": infection.TEST_TIME_FLIP}
     card = {
