@@ -43,15 +43,6 @@ def lung_mask(lung_model: torch.nn.Module, images: np.ndarray) -> np.ndarray:
                                                 progress=False)) > 0
 
 
-def counts(pred: np.ndarray, truth: np.ndarray) -> Counts:
-    """Per class of DICE_CLASSES: (|P ∩ T|, |P| + |T|, |T|), as train.infection.medseg_counts."""
-    out = {}
-    for name, test in train_infection.DICE_CLASSES.items():
-        p, t = test(pred), test(truth)
-        out[name] = (int((p & t).sum()), int(p.sum() + t.sum()), int(t.sum()))
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--folds", required=True, help="folder of infection_fold{1..5}.json from infection_cv.py --keep")
@@ -61,12 +52,16 @@ def main() -> None:
     lung_model = lungs.load_lung_model().model
     medseg = load_medseg(DATA)
     zenodo = load_zenodo20(DATA, ("val",))
+    # the lung model's masks do not depend on the fold model: made once
+    medseg_lungs = {item.name: lung_mask(lung_model, item.image[None]) for item in medseg}
+    zenodo_lungs = [lung_mask(lung_model, case.images) for case in zenodo]
 
-    def crop_and_cut(way: str, images: np.ndarray, given: np.ndarray | None) -> tuple[classify.Box, np.ndarray]:
+    def crop_and_cut(way: str, images: np.ndarray, model_lungs: np.ndarray,
+                     given: np.ndarray | None) -> tuple[classify.Box, np.ndarray]:
         """The crop box and the mask the labels are kept inside, for one way."""
         if way == "whole":
             return picture_box(images.shape[1:]), np.ones(images.shape, bool)
-        mask = lung_mask(lung_model, images) if way == "lung_box_and_cut" else given
+        mask = model_lungs if way == "lung_box_and_cut" else given
         return classify.lung_box(mask), mask
 
     ways = ("whole", "lung_box_and_cut", "given_lung_box_and_cut")
@@ -77,17 +72,17 @@ def main() -> None:
         model = load_infection_model(str(Path(args.folds) / f"infection_fold{k}.json")).model
         _, val_slices = train_infection.split_medseg(medseg, val, guard)
         for item in val_slices:
-            images = item.image[None]
+            images, model_lungs = item.image[None], medseg_lungs[item.name]
             for way in medseg_counts:
-                box, keep = crop_and_cut(way, images, None)
+                box, keep = crop_and_cut(way, images, model_lungs, None)
                 pred = train_infection.predict_labels(model, images, box, flip=True)[0] * keep[0]
-                medseg_counts[way][item.name] = counts(pred, item.mask)
+                medseg_counts[way][item.name] = train_infection.class_counts(pred, item.mask)
             truth = item.mask > 0
-            outside[item.name] = round(float((truth & ~lung_mask(lung_model, images)[0]).sum() / truth.sum()), 4)
+            outside[item.name] = round(float((truth & ~model_lungs[0]).sum() / truth.sum()), 4)
         for way in ways:
             per_case = []
-            for case in zenodo:
-                box, keep = crop_and_cut(way, case.images, case.lungs > 0)
+            for case, model_lungs in zip(zenodo, zenodo_lungs):
+                box, keep = crop_and_cut(way, case.images, model_lungs, case.lungs > 0)
                 pred = train_infection.predict_labels(model, case.images, box, flip=True) * keep
                 per_case.append(dice(pred > 0, case.infection > 0))
             zenodo_means[way].append(float(np.mean(per_case)))

@@ -319,13 +319,17 @@ def medseg_counts(
 ) -> dict[str, dict[str, tuple[int, int, int]]]:
     """Per MedSeg slice and class of :data:`DICE_CLASSES`: (|P ∩ T|, |P| + |T|, |T|) in pixels,
     predicting on the whole picture (no lung masks exist for them)."""
+    return {item.name: class_counts(predict_labels(model, item.image[None], medseg_box(item), flip)[0], item.mask)
+            for item in medseg}
+
+
+def class_counts(pred: np.ndarray, truth: np.ndarray) -> dict[str, tuple[int, int, int]]:
+    """Per class of :data:`DICE_CLASSES`: (|P ∩ T|, |P| + |T|, |T|) in pixels of label maps
+    ``pred`` and ``truth`` (0 none, 1 ground-glass, 2 consolidation)."""
     counts = {}
-    for item in medseg:
-        pred = predict_labels(model, item.image[None], medseg_box(item), flip)[0]
-        counts[item.name] = {}
-        for name, test in DICE_CLASSES.items():
-            p, t = test(pred), test(item.mask)
-            counts[item.name][name] = (int((p & t).sum()), int(p.sum() + t.sum()), int(t.sum()))
+    for name, test in DICE_CLASSES.items():
+        p, t = test(pred), test(truth)
+        counts[name] = (int((p & t).sum()), int(p.sum() + t.sum()), int(t.sum()))
     return counts
 
 
