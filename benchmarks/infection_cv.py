@@ -1,6 +1,9 @@
 """Infection U-Net: 5-fold cross-validation over the 50 MedSeg training slices.
 
-    python benchmarks/infection_cv.py [--epochs N] [--width compact|wide] [--class-weights W W W] [--seed S] [--keep DIR] [--name NAME]
+    python benchmarks/infection_cv.py [--epochs N] [--width compact|wide] [--class-weights W W W] [--seed S]
+        [--warp-interpolation bicubic|bilinear] [--keep DIR] [--name NAME]
+
+(more recipe flags: ``--help``)
 
 The shipped validation split has 10 MedSeg slices, too few to tell two recipes apart or to
 estimate the held-out Dice. Here every MedSeg slice is validated once: each fold trains the
@@ -43,6 +46,9 @@ def main() -> None:
                         help="zenodo20's intensity channel set to 0 in training (its pictures exist only after CLAHE)")
     parser.add_argument("--medseg-repeats", type=int, default=train_infection.MEDSEG_REPEATS,
                         help="times each MedSeg slice is seen per epoch (default: the shipped recipe's)")
+    parser.add_argument("--warp-interpolation", choices=("bilinear", "bicubic"), default="bicubic",
+                        help="how the augmentation warp resamples the images (default bicubic, the shipped "
+                        "recipe's since 2026-12-06; bilinear before)")
     parser.add_argument("--keep", help="folder to keep each fold's weights in (default: a temporary one)")
     parser.add_argument("--name", default="infection_cv", help="results file stem (default infection_cv)")
     args = parser.parse_args()
@@ -63,7 +69,8 @@ def main() -> None:
                                          seed=args.seed, dice_per_image=args.dice_per_image,
                                          intensity_gamma=args.intensity_gamma,
                                          zenodo_intensity=not args.no_zenodo_intensity,
-                                         medseg_repeats=args.medseg_repeats)
+                                         medseg_repeats=args.medseg_repeats,
+                                         warp_interpolation=args.warp_interpolation)
             model = load_infection_model(str(stem) + ".json").model
             _, val_slices = train_infection.split_medseg(medseg, val, guard)
             row = {"val": list(val), "guard": list(guard), "train_seconds": card["training"]["train_seconds"]}
@@ -81,7 +88,8 @@ def main() -> None:
         "recipe": {"epochs": args.epochs, "width": args.width, "class_weights": args.class_weights, "seed": args.seed,
                    "dice_per_image": args.dice_per_image,
                    "intensity_gamma": args.intensity_gamma, "zenodo_intensity": not args.no_zenodo_intensity,
-                   "medseg_repeats": args.medseg_repeats, "other settings": "train() defaults"},
+                   "medseg_repeats": args.medseg_repeats, "warp_interpolation": args.warp_interpolation,
+                   "other settings": "train() defaults"},
         "pooled_over_folds": {
             ("flip" if flip else "plain"): {
                 "medseg": train_infection.summarize_medseg(counts[flip]),

@@ -343,6 +343,7 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
             attention_weight=args.attention_weight,
             attention_only_sources=tuple(args.attention_only_source),
             pretrain_lesions=args.pretrain_lesions,
+            warp_interpolation=args.warp_interpolation,
         )
     except ValueError as exc:  # flags that do not go together
         raise InputError(str(exc)) from None
@@ -375,7 +376,8 @@ def cmd_train_infection(args: argparse.Namespace) -> int:
     from covidct.train import infection as train_infection
 
     split = {"medseg_val": (), "medseg_guard": ()} if args.all_medseg else {}
-    card = train_infection.train(**_training_kwargs(args), width=args.width, **split)
+    card = train_infection.train(**_training_kwargs(args), width=args.width,
+                                 warp_interpolation=args.warp_interpolation, **split)
     _print_training_result(args.out, card)
     return 0
 
@@ -432,6 +434,13 @@ def _add_training_arguments(p: argparse.ArgumentParser, model: str, epochs: int,
                    help="train in float32 (default: bfloat16 autocast where the CPU has native bf16, AVX-512 BF16 / "
                    "AMX, float32 elsewhere: emulated bf16 is several times slower)")
     p.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's choice)")
+
+
+def _add_warp_argument(p: argparse.ArgumentParser, default: str) -> None:
+    """``--warp-interpolation``: how the augmentation's random warp resamples the training images."""
+    p.add_argument("--warp-interpolation", choices=["bilinear", "bicubic"], default=default,
+                   help=f"resampling of the augmentation's warp (default {default}); bilinear smooths every "
+                   "training image, which inference never does")
 
 
 def _training_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -621,6 +630,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="CompactResNet: first train each network's layers up to layer3 to segment infection "
                     "(zenodo20 masks; Normal slices as empty masks), then train the classifier on top with the stem, "
                     "layer1 and layer2 frozen, so that Grad-CAM's layers hold infection features")
+    _add_warp_argument(tc, "bilinear")
     tc.set_defaults(func=cmd_train_classifier)
 
     ec = ev_sub.add_parser("classifier", help="AUC, sensitivity, specificity per source; ROC PNG")
@@ -642,6 +652,7 @@ def build_parser() -> argparse.ArgumentParser:
     ti.add_argument("--all-medseg", action="store_true",
                     help="train on all 50 MedSeg slices, none held out (the recipe's estimate is then the 5-fold "
                     "cross-validation of benchmarks/infection_cv.py)")
+    _add_warp_argument(ti, "bicubic")
     ti.set_defaults(func=cmd_train_infection)
 
     ei = ev_sub.add_parser("infection", help="infection Dice (binary, ground-glass, consolidation) per source")

@@ -35,6 +35,14 @@ def test_augment_keeps_shape_and_range():
     assert not torch.equal(out, x)
 
 
+def test_augment_bicubic_stays_in_range_and_warps_masks_alike():
+    x = torch.rand(4, 1, 32, 32)
+    out, masks = tc.augment(x, torch.Generator().manual_seed(2), x.clone(), interpolation="bicubic")
+    _, bilinear_masks = tc.augment(x, torch.Generator().manual_seed(2), x.clone())
+    assert float(out.min()) >= 0 and float(out.max()) <= 1
+    assert torch.equal(masks, bilinear_masks)  # the masks' warp does not depend on the images' interpolation
+
+
 def test_augment_warps_masks_with_the_images_draws():
     x = torch.zeros(3, 1, 32, 32)
     x[:, :, 4:12, 20:28] = 1.0
