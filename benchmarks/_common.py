@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -52,3 +53,14 @@ def network_slices_per_s(model: torch.nn.Module, input_shape: tuple[int, int, in
             model(x)
     return n_batches * input_shape[0] / (time.perf_counter() - start)
 
+
+
+def fold_models_arguments(doc: str | None, default_name: str) -> argparse.Namespace:
+    """Parse the command line of a script that measures the fold models kept by
+    ``benchmarks/infection_cv.py --keep DIR``: ``--folds DIR`` and ``--name NAME``; sets 2 torch threads."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--folds", required=True, help="folder of infection_fold{1..5}.json from infection_cv.py --keep")
+    parser.add_argument("--name", default=default_name, help=f"results file stem (default {default_name})")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    return args

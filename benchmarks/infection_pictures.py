@@ -21,12 +21,11 @@ flip. Writes results/NAME.json (default infection_pictures).
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 import torch
-from _common import DATA, record
+from _common import DATA, fold_models_arguments, record
 
 from covidct import classify, lungs
 from covidct.infection import load_infection_model, picture_box
@@ -44,11 +43,7 @@ def lung_mask(lung_model: torch.nn.Module, images: np.ndarray) -> np.ndarray:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--folds", required=True, help="folder of infection_fold{1..5}.json from infection_cv.py --keep")
-    parser.add_argument("--name", default="infection_pictures", help="results file stem (default infection_pictures)")
-    args = parser.parse_args()
-    torch.set_num_threads(2)
+    args = fold_models_arguments(__doc__, "infection_pictures")
     lung_model = lungs.load_lung_model().model
     medseg = load_medseg(DATA)
     zenodo = load_zenodo20(DATA, ("val",))
