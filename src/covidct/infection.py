@@ -31,9 +31,9 @@ A 2-D picture (a slice from a paper or a data set, no HU) is cropped to the whol
 square, as the MedSeg pictures are in training, and its labels are not cut by the lung mask. The
 lung model, trained on full CT slices, misses infected lung on such pictures: on MedSeg's
 chest-cropped pictures 26 % of the radiologists' infection lies outside its mask, and its crop
-and cut took the cross-validated binary Dice from 0.70 to 0.56 (ground-glass 0.52 to 0.44). On
-zenodo20's validation pictures (full CT slices) the whole picture also did better: 0.63 against
-0.52, and 0.53 with the radiologists' own lung masks for crop and cut
+and cut take the cross-validated binary Dice from 0.72 to 0.58 (ground-glass 0.53 to 0.45). On
+zenodo20's validation pictures (full CT slices) the whole picture also does better: 0.61 against
+0.50, and 0.51 with the radiologists' own lung masks for crop and cut
 (``python benchmarks/infection_pictures.py``). The report's volumes and involvement still count
 the lesions inside the lung mask only.
 """
