@@ -54,7 +54,6 @@ def network_slices_per_s(model: torch.nn.Module, input_shape: tuple[int, int, in
     return n_batches * input_shape[0] / (time.perf_counter() - start)
 
 
-
 def fold_models_arguments(doc: str | None, default_name: str) -> argparse.Namespace:
     """Parse the command line of a script that measures the fold models kept by
     ``benchmarks/infection_cv.py --keep DIR``: ``--folds DIR`` and ``--name NAME``; sets 2 torch threads."""

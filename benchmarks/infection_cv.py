@@ -46,9 +46,10 @@ def main() -> None:
                         help="zenodo20's intensity channel set to 0 in training (its pictures exist only after CLAHE)")
     parser.add_argument("--medseg-repeats", type=int, default=train_infection.MEDSEG_REPEATS,
                         help="times each MedSeg slice is seen per epoch (default: the shipped recipe's)")
-    parser.add_argument("--warp-interpolation", choices=("bilinear", "bicubic"), default="bicubic",
-                        help="how the augmentation warp resamples the images (default bicubic, the shipped "
-                        "recipe's since 2026-12-06; bilinear before)")
+    parser.add_argument("--warp-interpolation", choices=("bilinear", "bicubic"),
+                        default=train_infection.WARP_INTERPOLATION,
+                        help="how the augmentation warp resamples the images (default: the shipped recipe's, "
+                        "bicubic since 2026-12-06; bilinear before)")
     parser.add_argument("--keep", help="folder to keep each fold's weights in (default: a temporary one)")
     parser.add_argument("--name", default="infection_cv", help="results file stem (default infection_cv)")
     args = parser.parse_args()

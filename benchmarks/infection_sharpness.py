@@ -58,6 +58,12 @@ def gaussian_smooth(x: torch.Tensor, sigma_px: float) -> torch.Tensor:
     return F.conv2d(F.pad(x, (0, 0, radius, radius), mode="replicate"), kernel.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
 
 
+def energy_kept_by_warp(x: torch.Tensor, mode: str, gen: torch.Generator) -> float:
+    """Share of ``x``'s gradient energy left after one draw of the training warp resampled with ``mode``."""
+    warped = warp(x, random_affine_grid(x.shape, gen, **train_infection.WARP), mode=mode).clamp(0, 1)
+    return round(gradient_energy(warped) / gradient_energy(x), 3)
+
+
 def matching_sigma(x: torch.Tensor, kept: float) -> float:
     """The Gaussian sigma (bisection, to 0.005 px) that keeps the share ``kept`` of ``x``'s gradient energy."""
     low, high, base = 0.3, 1.5, gradient_energy(x)
@@ -94,12 +100,8 @@ def main() -> None:
                                      for c in zenodo_train]),
     }
     gen = torch.Generator().manual_seed(0)
-    kept = {
-        source: {mode: [round(gradient_energy(warp(x, random_affine_grid(x.shape, gen, **train_infection.WARP),
-                                                   mode=mode).clamp(0, 1)) / gradient_energy(x), 3) for _ in range(3)]
-                 for mode in ("bilinear", "bicubic")}
-        for source, x in inputs.items()
-    }
+    kept = {source: {mode: [energy_kept_by_warp(x, mode, gen) for _ in range(3)] for mode in ("bilinear", "bicubic")}
+            for source, x in inputs.items()}
     sigma = matching_sigma(inputs["medseg"], float(np.mean(kept["medseg"]["bilinear"])))
 
     predictors: dict[str, Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]] = {

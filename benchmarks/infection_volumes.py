@@ -6,13 +6,13 @@ For each model card (default: the shipped ``infection`` model), :func:`covidct.s
 (with its test-time flip) after the shipped lung model on P001 (COVID-19), cap001 (CAP) and
 normal001 (Normal): ground-glass and consolidation in mL, and normal001's volume as a share of
 P001's (the infection issue asks for under 5 %). No infection model trains on these studies.
+Several cards (e.g. the fold models kept by ``benchmarks/infection_cv.py --keep DIR``) show how
+much models of one recipe differ. Writes results/NAME.json (default infection_volumes).
 
 The radiologists' slice labels (infection 0/1 per slice; normal001 all 0) also check the
 segmentation on CT in HU, where no pixel labels exist here: ``slice_auc_infected_area`` is the
 ROC AUC of the segmented area per slice against them, over the lung slices of P001, of cap001,
 and of the three studies pooled.
-Several cards (e.g. the fold models kept by ``benchmarks/infection_cv.py --keep DIR``) show how
-much models of one recipe differ. Writes results/NAME.json (default infection_volumes).
 """
 
 from __future__ import annotations
@@ -57,14 +57,13 @@ def main() -> None:
             infection_ml[card, study] = gg + cons
             rows[card][study] = {"ground_glass_ml": round(gg, 2), "consolidation_ml": round(cons, 2),
                                  "infection_ml": round(gg + cons, 2)}
+    pooled_truth = np.concatenate([truth[study] for _, study in STUDIES])
     for card, row in rows.items():
         covid = infection_ml[card, "P001"]
         row["normal001_over_P001"] = round(infection_ml[card, "normal001"] / covid, 4) if covid else None
-        pooled = [study for _, study in STUDIES]
         row["slice_auc_infected_area"] = {
             **{study: round(roc_auc(area[card, study], truth[study]), 4) for study in ("P001", "cap001")},
-            "pooled": round(roc_auc(np.concatenate([area[card, s] for s in pooled]),
-                                    np.concatenate([truth[s] for s in pooled])), 4),
+            "pooled": round(roc_auc(np.concatenate([area[card, study] for _, study in STUDIES]), pooled_truth), 4),
         }
     names = [Path(card).stem if card.endswith(".json") else card for card in rows]
     if len(set(names)) < len(names):  # the same file name in two folders: keep the folders

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import subprocess
 import sys
@@ -208,6 +209,18 @@ def test_analyze_writes_a_report_and_refuses_to_overwrite(phantom_series, tmp_pa
     assert "--force" in capsys.readouterr().err
     assert main(["analyze", str(tmp_path / "missing"), "-o", str(tmp_path / "o2")]) == 2
     assert not (tmp_path / "o2").exists()
+
+
+def test_train_warp_interpolation_defaults_are_the_recipes():
+    """The parser's defaults (literals: the CLI does not import the training modules) follow train()."""
+    from covidct.cli import build_parser
+    from covidct.train import classifier as train_classifier
+    from covidct.train import infection as train_infection
+
+    parser = build_parser()
+    assert parser.parse_args(["train", "infection"]).warp_interpolation == train_infection.WARP_INTERPOLATION
+    classifier_default = inspect.signature(train_classifier.train).parameters["warp_interpolation"].default
+    assert parser.parse_args(["train", "classifier"]).warp_interpolation == classifier_default
 
 
 def test_demo_analyzes_the_phantom(tmp_path, capsys):

@@ -51,6 +51,8 @@ CLASS_WEIGHTS = (1.0, 3.0, 3.0)
 MEDSEG_REPEATS = 3
 #: The geometric part of :func:`augment`: arguments of :func:`covidct.train.augment.random_affine_grid`.
 WARP: dict[str, float] = {"max_rotation_deg": 15.0, "max_shift": 0.05}
+#: How that warp resamples the images (bilinear until 2026-12-06; benchmarks/README.md, "Sharpness").
+WARP_INTERPOLATION = "bicubic"
 #: Network widths compared (benchmarks/README.md, "Infection segmentation"): "compact" is the lung
 #: U-Net's, "wide" doubles every level (4x the compute).
 WIDTHS: dict[str, list[int]] = {"compact": [8, 16, 32, 64, 128], "wide": [16, 32, 64, 128, 256]}
@@ -96,7 +98,7 @@ def to_tensors(cases: list[SliceCase], medseg: list[TypedSlice]) -> tuple[torch.
 
 def augment(
     x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, crop: int, intensity_gamma: float = 1.0,
-    interpolation: str = "bicubic",
+    interpolation: str = WARP_INTERPOLATION,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Rotation (±15°), zoom (0.85-1.15), flip, shift (±5 %), random ``crop`` and gamma (0.7-1.4);
     the intensity channel (1) also gets a random contrast (x0.85-1.15) and brightness (±0.05) about
@@ -224,7 +226,7 @@ def train(
     intensity_gamma: float = 1.0,
     zenodo_intensity: bool = True,
     medseg_repeats: int = MEDSEG_REPEATS,
-    warp_interpolation: str = "bicubic",
+    warp_interpolation: str = WARP_INTERPOLATION,
 ) -> dict[str, Any]:
     """Train on the training slices and save weights + model card at ``out_stem``.
 
