@@ -1,7 +1,7 @@
 """Infection U-Net: 5-fold cross-validation over the 50 MedSeg training slices.
 
     python benchmarks/infection_cv.py [--epochs N] [--width compact|wide] [--class-weights W W W] [--seed S]
-        [--warp-interpolation bicubic|bilinear] [--keep DIR] [--name NAME]
+        [--warp-interpolation bicubic|bilinear] [--keep DIR [--reuse]] [--name NAME]
 
 (more recipe flags: ``--help``)
 
@@ -11,13 +11,19 @@ shipped recipe (``covidct.train.infection.train``) on the other slices, less a g
 either side of the validated block (:func:`covidct.train.infection.medseg_folds`), plus zenodo20's
 training cases, and is evaluated with and without the test-time flip. The per-slice counts of
 all folds are pooled into one Dice table (per image, mean over the images with the class, as
-Inf-Net reports; and over all pixels). zenodo20 val is evaluated by every fold's model; its
-mean over folds is given. Fold 5 is the shipped split. Writes results/infection_cv.json.
+Inf-Net reports, with a 95 % bootstrap interval over the images; and over all pixels), and the
+per-slice counts are written too, so that two recipes can be compared slice by slice
+(benchmarks/infection_cv_compare.py). zenodo20 val is evaluated by every fold's model; its mean
+over folds is given. Fold 5 is the shipped split. Writes results/infection_cv.json.
+
+With ``--keep DIR --reuse``, fold models already in DIR (from an earlier run of the same recipe:
+their cards are checked against the command line) are evaluated instead of trained again.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 from pathlib import Path
 
@@ -51,8 +57,12 @@ def main() -> None:
                         help="how the augmentation warp resamples the images (default: the shipped recipe's, "
                         "bicubic since 2026-12-06; bilinear before)")
     parser.add_argument("--keep", help="folder to keep each fold's weights in (default: a temporary one)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="evaluate the fold models already in --keep (of the same recipe) instead of training them")
     parser.add_argument("--name", default="infection_cv", help="results file stem (default infection_cv)")
     args = parser.parse_args()
+    if args.reuse and not args.keep:
+        parser.error("--reuse needs --keep DIR")
     torch.set_num_threads(2)
     medseg = load_medseg(DATA)
     zenodo_val = load_zenodo20(DATA, ("val",))
@@ -65,13 +75,19 @@ def main() -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
         for k, (val, guard) in enumerate(folds, 1):
             stem = out_dir / f"infection_fold{k}"
-            card = train_infection.train(DATA, stem, width=args.width, epochs=args.epochs,
-                                         medseg_val=val, medseg_guard=guard, class_weights=args.class_weights,
-                                         seed=args.seed, dice_per_image=args.dice_per_image,
-                                         intensity_gamma=args.intensity_gamma,
-                                         zenodo_intensity=not args.no_zenodo_intensity,
-                                         medseg_repeats=args.medseg_repeats,
-                                         warp_interpolation=args.warp_interpolation)
+            if args.reuse and stem.with_suffix(".json").is_file():
+                card = json.loads(stem.with_suffix(".json").read_text())
+                mismatch = recipe_mismatch(card, args, val)
+                if mismatch:
+                    parser.error(f"{stem}.json is not of this recipe: {mismatch}")
+            else:
+                card = train_infection.train(DATA, stem, width=args.width, epochs=args.epochs,
+                                             medseg_val=val, medseg_guard=guard, class_weights=args.class_weights,
+                                             seed=args.seed, dice_per_image=args.dice_per_image,
+                                             intensity_gamma=args.intensity_gamma,
+                                             zenodo_intensity=not args.no_zenodo_intensity,
+                                             medseg_repeats=args.medseg_repeats,
+                                             warp_interpolation=args.warp_interpolation)
             model = load_infection_model(str(stem) + ".json").model
             _, val_slices = train_infection.split_medseg(medseg, val, guard)
             row = {"val": list(val), "guard": list(guard), "train_seconds": card["training"]["train_seconds"]}
@@ -95,11 +111,32 @@ def main() -> None:
             ("flip" if flip else "plain"): {
                 "medseg": train_infection.summarize_medseg(counts[flip]),
                 "zenodo20_mean_over_folds": round(float(np.mean(zenodo[flip])), 4),
+                "medseg_counts_per_slice": counts[flip],
             }
             for flip in (False, True)
         },
         "folds": rows,
     })
+
+
+#: How cards written before a recipe option existed were trained (the option's key is missing).
+BEFORE_OPTION = {"dice_per_image": False, "intensity_gamma": 1.0, "zenodo_intensity_channel": True,
+                 "warp_interpolation": "bilinear"}
+
+
+def recipe_mismatch(card: dict, args: argparse.Namespace, val: tuple[str, ...]) -> str:
+    """What differs between a kept fold model's card and the recipe on the command line ("" if nothing)."""
+    training = card["training"]
+    wanted = {
+        "seed": args.seed, "epochs": args.epochs, "class_weights": list(args.class_weights),
+        "dice_per_image": args.dice_per_image, "intensity_gamma": args.intensity_gamma,
+        "zenodo_intensity_channel": not args.no_zenodo_intensity,
+        "medseg_repeats_per_epoch": args.medseg_repeats, "warp_interpolation": args.warp_interpolation,
+    }
+    found = {key: training.get(key, BEFORE_OPTION.get(key)) for key in wanted}
+    found["features"], wanted["features"] = card["architecture_args"]["features"], train_infection.WIDTHS[args.width]
+    found["medseg_val"], wanted["medseg_val"] = training["split"]["medseg_val"], list(val)
+    return ", ".join(f"{key} {found[key]!r} (wanted {wanted[key]!r})" for key in wanted if found[key] != wanted[key])
 
 
 if __name__ == "__main__":

@@ -363,13 +363,20 @@ def cmd_evaluate_classifier(args: argparse.Namespace) -> int:
         print(json.dumps(result))
     else:
         for source, row in result["sources"].items():
-            auc = "n/a (one class)" if row["auc_abnormal"] is None else f"{row['auc_abnormal']:.4f}"
-            extra = f"  AUC COVID vs NonCOVID {row['auc_covid']:.4f}" if "auc_covid" in row else ""
+            auc = ("n/a (one class)" if row["auc_abnormal"] is None
+                   else _with_interval(row["auc_abnormal"], row["auc_abnormal_ci95"]))
+            extra = (f"  AUC COVID vs NonCOVID {_with_interval(row['auc_covid'], row['auc_covid_ci95'])}"
+                     if "auc_covid" in row else "")
             print(f"{source:<12} {row['slices']:4d} slices  AUC abnormal {auc}  sensitivity {row['sensitivity']}"
                   f"  specificity {row['specificity']}{extra}")
         print(f"threshold {result['threshold']} (HU), {result['picture_threshold']} (8-bit pictures); "
               f"wrote {args.out}/classifier_metrics.json and classifier_roc.png")
     return 0
+
+
+def _with_interval(value: float, interval: list[float] | None) -> str:
+    """``0.8164 (95% CI 0.72-0.91)``; the value alone without an interval."""
+    return f"{value:.4f}" + (f" (95% CI {interval[0]:.2f}-{interval[1]:.2f})" if interval else "")
 
 
 def cmd_train_infection(args: argparse.Namespace) -> int:
@@ -403,8 +410,9 @@ def cmd_evaluate_infection(args: argparse.Namespace) -> int:
                   "benchmarks/infection_cv.py (results/infection_cv.json)")
         for name in ("infection", "ground_glass", "consolidation") if medseg_val else ():
             mean, pooled = m["dice_mean_per_image"][name], m["dice_pooled"][name]
+            per_image = "n/a" if mean is None else _with_interval(mean, m["dice_mean_per_image_ci95"][name])
             print(f"medseg val ({m['n_images_with_class'][name]:2d} images) {name:<14} dice per image "
-                  f"{'n/a' if mean is None else f'{mean:.4f}'}  pooled {'n/a' if pooled is None else f'{pooled:.4f}'}")
+                  f"{per_image}  pooled {'n/a' if pooled is None else f'{pooled:.4f}'}")
         for case, d in metrics["zenodo20"]["dice_infection_per_case"].items():
             print(f"zenodo20 {case:<28} infection dice {d:.4f}")
         print(f"zenodo20 mean over cases{'':<13} infection dice {metrics['zenodo20']['dice_infection_mean']:.4f}")

@@ -141,6 +141,10 @@ def test_evaluate_probabilities_per_source():
     assert m["sources"]["zenodo20"]["auc_abnormal"] is None  # one class only
     assert m["sources"]["zenodo20"]["sensitivity"] == 1.0
     assert m["pooled"]["confusion_matrix"]["counts"] == [[3, 0, 0], [0, 3, 0], [0, 0, 1]]
+    # Intervals: patients resampled for ucsd; a perfect ranking stays perfect in every resample.
+    assert m["sources"]["ucsd"]["auc_abnormal_ci95"] == [1.0, 1.0] and m["sources"]["ucsd"]["auc_covid_ci95"] == [1.0, 1.0]
+    assert m["sources"]["ucsd"]["ci95_resampled"] == "patients"
+    assert m["sources"]["zenodo20"]["auc_abnormal_ci95"] is None
     # 8-bit pictures are judged at their own threshold, HU slices at the main one
     m = tc.evaluate_probabilities(probs, data, threshold=0.5, picture_threshold=0.65)
     assert m["picture_threshold"] == 0.65 and m["sources"]["ucsd"]["specificity"] == 1.0  # 0.4 and 0.1 < 0.65
@@ -172,3 +176,18 @@ def test_covid_ct_md_labels_join_by_location(shared_data):
     assert len(labels) == 148 and sum(labels.values()) == 80
     cap = read_slice_labels(shared_data / "covid_ct_md" / "CAP" / "cap001_slice_labels.csv")
     assert sum(cap.values()) == 30
+
+
+def test_auc_interval_resamples_slices_of_a_single_study_and_patients_otherwise():
+    rng = np.random.default_rng(0)
+    truth = np.arange(12) % 2 == 0
+    scores = truth + rng.normal(size=12)
+    auc = tc.metrics.roc_auc(scores, truth)
+    # Twelve patients with five copies of their image each: one study's 60 slices resampled as
+    # if independent give a narrower interval than the twelve patients resampled whole.
+    many, patients = np.tile(scores, 5), np.tile(np.arange(12), 5)
+    low, high = tc.auc_interval(many, np.tile(truth, 5), np.full(60, "P001"))
+    low12, high12 = tc.auc_interval(many, np.tile(truth, 5), patients)
+    assert low < auc < high and low12 < auc < high12
+    assert high12 - low12 > 1.5 * (high - low)
+    assert tc.auc_interval(scores, np.ones(12, bool), np.arange(12)) is None

@@ -118,6 +118,10 @@ def test_medseg_summary_means_over_images_with_the_class_and_pools_pixels():
     assert out["dice_mean_per_image"]["infection"] == pytest.approx((1.0 + 0.2) / 2)
     assert out["dice_mean_per_image"]["consolidation"] == pytest.approx(0.25)  # "a" has none: not averaged
     assert out["dice_pooled"]["consolidation"] == pytest.approx(2 / 11, abs=1e-4)  # ... but its pixels count
+    # The interval of the mean over images: a bootstrap of two images spans their two Dice values;
+    # one image has none.
+    assert out["dice_mean_per_image_ci95"]["infection"] == pytest.approx([0.2, 1.0])
+    assert out["dice_mean_per_image_ci95"]["consolidation"] is None
 
 
 def test_medseg_is_turned_to_anterior_top(shared_data):

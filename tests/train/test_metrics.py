@@ -35,3 +35,31 @@ def test_youden_threshold_separates_separable_scores():
 def test_confusion_matrix_rows_are_truth():
     cm = metrics.confusion_matrix(np.array([0, 0, 1, 2]), np.array([0, 1, 1, 1]), 3)
     assert cm.tolist() == [[1, 1, 0], [0, 1, 0], [0, 1, 0]]
+
+
+def test_bootstrap_interval_of_a_mean_matches_the_normal_approximation():
+    values = np.random.default_rng(1).normal(size=400)
+    low, high = metrics.bootstrap_interval(lambda rows: float(values[rows].mean()), np.arange(400))
+    half = 1.96 * values.std() / np.sqrt(400)
+    assert low == pytest.approx(values.mean() - half, abs=0.02)
+    assert high == pytest.approx(values.mean() + half, abs=0.02)
+    assert metrics.bootstrap_interval(lambda rows: float(values[rows].mean()), np.arange(400)) == (low, high)
+
+
+def test_bootstrap_interval_resamples_whole_groups():
+    values = np.random.default_rng(2).normal(size=50)
+    repeated, groups = np.repeat(values, 10), np.repeat(np.arange(50), 10)
+    per_group = metrics.bootstrap_interval(lambda rows: float(values[rows].mean()), np.arange(50))
+    # Ten identical rows per group: resampling groups gives the same draws and the same interval;
+    # resampling rows as if independent gives one about sqrt(10) times too narrow.
+    assert metrics.bootstrap_interval(lambda rows: float(repeated[rows].mean()), groups) == pytest.approx(per_group)
+    naive = metrics.bootstrap_interval(lambda rows: float(repeated[rows].mean()), np.arange(500))
+    assert (naive[1] - naive[0]) < 0.5 * (per_group[1] - per_group[0])
+
+
+def test_bootstrap_interval_undefined():
+    assert metrics.bootstrap_interval(lambda rows: 1.0, np.zeros(10)) is None  # one group
+    assert metrics.bootstrap_interval(lambda rows: float("nan"), np.arange(10)) is None
+    # One positive in ten: a third of the resamples miss it (AUC undefined); those are dropped.
+    truth, scores = np.arange(10) == 9, np.arange(10.0)
+    assert metrics.bootstrap_interval(lambda rows: metrics.roc_auc(scores[rows], truth[rows]), np.arange(10)) == (1.0, 1.0)

@@ -607,7 +607,9 @@ def evaluate_probabilities(probs: np.ndarray, data: SliceSet, threshold: float,
     * zenodo20: sensitivity only (every slice is infected);
     * sensitivity / specificity of p_abnormal >= the threshold of the row's kind: ``threshold``
       for HU slices, ``picture_threshold`` (when given) for 8-bit pictures, as at inference;
-      pooled 3-class confusion matrix.
+      pooled 3-class confusion matrix;
+    * a 95 % bootstrap interval of every AUC (:func:`auc_interval`): patients resampled for ucsd,
+      slices for a single covid_ct_md study.
     """
     p_abnormal = 1 - probs[:, NORMAL]
     abnormal = data.labels != NORMAL
@@ -623,11 +625,14 @@ def evaluate_probabilities(probs: np.ndarray, data: SliceSet, threshold: float,
             "groups": sorted(set(data.group[keep].tolist())) if source != "ucsd" else int(len(np.unique(data.group[keep]))),
             "positives": int(abnormal[keep].sum()),
             "auc_abnormal": _round(metrics.roc_auc(p_abnormal[keep], abnormal[keep])),
+            "auc_abnormal_ci95": auc_interval(p_abnormal[keep], abnormal[keep], data.group[keep]),
             "sensitivity": _round(sens),
             "specificity": _round(spec),
         }
         if source == "ucsd":
             row["auc_covid"] = _round(metrics.roc_auc(probs[keep, COVID], data.labels[keep] == COVID))
+            row["auc_covid_ci95"] = auc_interval(probs[keep, COVID], data.labels[keep] == COVID, data.group[keep])
+        row["ci95_resampled"] = "patients" if len(np.unique(data.group[keep])) > 1 else "slices of one study"
         out["sources"][str(source)] = row
     sens, spec = metrics.sensitivity_specificity(p_abnormal, abnormal, row_threshold)
     out["pooled"] = {
@@ -641,6 +646,22 @@ def evaluate_probabilities(probs: np.ndarray, data: SliceSet, threshold: float,
         },
     }
     return out
+
+
+def auc_interval(scores: np.ndarray, truth: np.ndarray, groups: np.ndarray) -> list[float] | None:
+    """95 % percentile-bootstrap interval of the ROC AUC (:func:`covidct.train.metrics.bootstrap_interval`).
+
+    Patients (``groups``) are resampled whole, since one patient's images are alike. A single
+    study (one group) can only have its slices resampled: that interval shows how much the
+    AUC depends on which slices were drawn, not how it would vary from study to study, which one
+    study cannot show. None when one class is missing.
+    """
+    truth = np.asarray(truth, dtype=bool)
+    if truth.all() or not truth.any():
+        return None
+    units = groups if len(np.unique(groups)) > 1 else np.arange(len(truth))
+    interval = metrics.bootstrap_interval(lambda rows: metrics.roc_auc(scores[rows], truth[rows]), units)
+    return None if interval is None else [round(v, 4) for v in interval]
 
 
 def case_threshold(probs: np.ndarray, data: SliceSet, slice_threshold: float) -> dict[str, Any]:

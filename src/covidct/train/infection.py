@@ -39,7 +39,7 @@ from covidct.models import weights as model_weights
 from covidct.train.augment import random_affine_grid, random_crop, warp
 from covidct.train.data import SliceCase, TypedSlice, load_medseg, load_zenodo20
 from covidct.train.loop import fit, seed_everything
-from covidct.train.metrics import dice
+from covidct.train.metrics import bootstrap_interval, dice
 
 #: Training target for infection of unknown type (zenodo20).
 UNTYPED = 3
@@ -350,18 +350,25 @@ def class_counts(pred: np.ndarray, truth: np.ndarray) -> dict[str, tuple[int, in
 
 def summarize_medseg(counts: dict[str, dict[str, tuple[int, int, int]]]) -> dict[str, Any]:
     """Dice per class from :func:`medseg_counts`: per image, then the mean over the images whose
-    ground truth has that class (as Inf-Net reports), and pooled over all pixels of all images."""
-    per_image, pooled = {}, {}
+    ground truth has that class (as Inf-Net reports), with a 95 % bootstrap interval of that
+    mean, and pooled over all pixels of all images.
+
+    The interval resamples images as if independent (MedSeg names no patients, and neighbouring
+    slices often share one), so it is if anything too narrow."""
+    per_image, pooled, intervals = {}, {}, {}
     for name in DICE_CLASSES:
         rows = [c[name] for c in counts.values()]
-        dices = [2 * i / s for i, s, t in rows if t]
-        per_image[name] = (len(dices), round(float(np.mean(dices)), 4) if dices else None)
+        dices = np.array([2 * i / s for i, s, t in rows if t])
+        per_image[name] = (len(dices), round(float(np.mean(dices)), 4) if len(dices) else None)
+        interval = bootstrap_interval(lambda r: float(dices[r].mean()), np.arange(len(dices)))
+        intervals[name] = None if interval is None else [round(v, 4) for v in interval]
         both = sum(s for _, s, _ in rows)
         pooled[name] = round(2 * sum(i for i, _, _ in rows) / both, 4) if both else None
     return {
         "n_slices": len(counts),
         "slices": list(counts),
         "dice_mean_per_image": {k: v[1] for k, v in per_image.items()},
+        "dice_mean_per_image_ci95": intervals,
         "n_images_with_class": {k: v[0] for k, v in per_image.items()},
         "dice_pooled": pooled,
     }
