@@ -5,12 +5,12 @@ from covidct.train import classifier as tc
 from covidct.train.data import load_ucsd, read_slice_labels
 
 
-def _slice_set(labels, source, split="val"):
+def _slice_set(labels, source, split="val", group=None):
     n = len(labels)
     return tc.SliceSet(
         images=np.full((n, 8, 8), 0.5, np.float16), masks=np.zeros((n, 8, 8), bool), infection=np.zeros((n, 8, 8), bool),
-        labels=np.array(labels), source=np.array(source), group=np.array([f"g{i}" for i in range(n)]),
-        split=np.array([split] * n),
+        labels=np.array(labels), source=np.array(source),
+        group=np.array([f"g{i}" for i in range(n)] if group is None else group), split=np.array([split] * n),
     )
 
 
@@ -178,16 +178,23 @@ def test_covid_ct_md_labels_join_by_location(shared_data):
     assert sum(cap.values()) == 30
 
 
-def test_auc_interval_resamples_slices_of_a_single_study_and_patients_otherwise():
+def test_auc_interval_resamples_blocks_of_a_study_and_patients_otherwise():
     rng = np.random.default_rng(0)
     truth = np.arange(12) % 2 == 0
     scores = truth + rng.normal(size=12)
     auc = tc.metrics.roc_auc(scores, truth)
-    # Twelve patients with five copies of their image each: one study's 60 slices resampled as
-    # if independent give a narrower interval than the twelve patients resampled whole.
-    many, patients = np.tile(scores, 5), np.tile(np.arange(12), 5)
-    low, high = tc.auc_interval(many, np.tile(truth, 5), np.full(60, "P001"))
-    low12, high12 = tc.auc_interval(many, np.tile(truth, 5), patients)
+    # A study whose neighbouring slices look alike (five identical slices in a row, twelve times)
+    # and twelve pictures of one patient each: blocks of consecutive slices are resampled for the
+    # study, patients for the pictures; either interval is much wider than the study's slices
+    # resampled as if independent.
+    data = _slice_set(np.r_[np.repeat(truth, 5), truth].astype(int), ["covid_ct_md"] * 60 + ["ucsd"] * 12,
+                      group=["P001"] * 60 + list("abcdefghijkl"))
+    units = tc.resampling_units(data)
+    assert list(units[:12]) == ["P001:0"] * 10 + ["P001:1"] * 2 and list(units[60:62]) == ["a", "b"]
+    slices, truth5 = np.repeat(scores, 5), np.repeat(truth, 5)
+    low, high = tc.auc_interval(slices, truth5, units[:60])
+    low12, high12 = tc.auc_interval(scores, truth, units[60:])
+    iid = tc.metrics.bootstrap_interval(lambda r: tc.metrics.roc_auc(slices[r], truth5[r]), np.arange(60))
     assert low < auc < high and low12 < auc < high12
-    assert high12 - low12 > 1.5 * (high - low)
+    assert high - low > 1.5 * (iid[1] - iid[0]) and high12 - low12 > 1.5 * (iid[1] - iid[0])
     assert tc.auc_interval(scores, np.ones(12, bool), np.arange(12)) is None

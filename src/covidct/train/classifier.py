@@ -609,12 +609,13 @@ def evaluate_probabilities(probs: np.ndarray, data: SliceSet, threshold: float,
       for HU slices, ``picture_threshold`` (when given) for 8-bit pictures, as at inference;
       pooled 3-class confusion matrix;
     * a 95 % bootstrap interval of every AUC (:func:`auc_interval`): patients resampled for ucsd,
-      slices for a single covid_ct_md study.
+      blocks of consecutive slices for the covid_ct_md studies (:func:`resampling_units`).
     """
     p_abnormal = 1 - probs[:, NORMAL]
     abnormal = data.labels != NORMAL
     row_threshold = np.where(data.source == HU_SOURCE, threshold,
                              threshold if picture_threshold is None else picture_threshold)
+    units = resampling_units(data)
     out: dict[str, Any] = {"threshold": round(threshold, 4), "sources": {},
                            "picture_threshold": None if picture_threshold is None else round(picture_threshold, 4)}
     for source in np.unique(data.source):
@@ -625,14 +626,15 @@ def evaluate_probabilities(probs: np.ndarray, data: SliceSet, threshold: float,
             "groups": sorted(set(data.group[keep].tolist())) if source != "ucsd" else int(len(np.unique(data.group[keep]))),
             "positives": int(abnormal[keep].sum()),
             "auc_abnormal": _round(metrics.roc_auc(p_abnormal[keep], abnormal[keep])),
-            "auc_abnormal_ci95": auc_interval(p_abnormal[keep], abnormal[keep], data.group[keep]),
+            "auc_abnormal_ci95": auc_interval(p_abnormal[keep], abnormal[keep], units[keep]),
             "sensitivity": _round(sens),
             "specificity": _round(spec),
         }
         if source == "ucsd":
             row["auc_covid"] = _round(metrics.roc_auc(probs[keep, COVID], data.labels[keep] == COVID))
-            row["auc_covid_ci95"] = auc_interval(probs[keep, COVID], data.labels[keep] == COVID, data.group[keep])
-        row["ci95_resampled"] = "patients" if len(np.unique(data.group[keep])) > 1 else "slices of one study"
+            row["auc_covid_ci95"] = auc_interval(probs[keep, COVID], data.labels[keep] == COVID, units[keep])
+        row["ci95_resampled"] = (f"blocks of {SLICE_BLOCK} consecutive slices of each study" if source == HU_SOURCE
+                                 else "patients")
         out["sources"][str(source)] = row
     sens, spec = metrics.sensitivity_specificity(p_abnormal, abnormal, row_threshold)
     out["pooled"] = {
@@ -648,18 +650,30 @@ def evaluate_probabilities(probs: np.ndarray, data: SliceSet, threshold: float,
     return out
 
 
-def auc_interval(scores: np.ndarray, truth: np.ndarray, groups: np.ndarray) -> list[float] | None:
-    """95 % percentile-bootstrap interval of the ROC AUC (:func:`covidct.train.metrics.bootstrap_interval`).
+#: A single study's slices are resampled in blocks of this many consecutive slices (2 cm at
+#: COVID-CT-MD's 2 mm), since neighbouring slices look alike (:func:`auc_interval`).
+SLICE_BLOCK = 10
 
-    Patients (``groups``) are resampled whole, since one patient's images are alike. A single
-    study (one group) can only have its slices resampled: that interval shows how much the
-    AUC depends on which slices were drawn, not how it would vary from study to study, which one
-    study cannot show. None when one class is missing.
-    """
+
+def resampling_units(data: SliceSet) -> np.ndarray:
+    """What :func:`auc_interval` resamples for each row: the patient (``group``) for the 8-bit
+    sources, whose images of one patient are alike; for the CT studies, which are few (one here),
+    blocks of :data:`SLICE_BLOCK` consecutive slices of a study (rows are in slice order), since
+    neighbouring slices look alike. The studies' interval shows how much the AUC depends on which
+    parts of them were drawn, not how it would vary from study to study."""
+    units = data.group.astype(object).copy()
+    for study in np.unique(data.group[data.source == HU_SOURCE]):
+        rows = np.flatnonzero((data.source == HU_SOURCE) & (data.group == study))
+        units[rows] = [f"{study}:{i // SLICE_BLOCK}" for i in range(len(rows))]
+    return units
+
+
+def auc_interval(scores: np.ndarray, truth: np.ndarray, units: np.ndarray) -> list[float] | None:
+    """95 % percentile-bootstrap interval of the ROC AUC (:func:`covidct.train.metrics.bootstrap_interval`),
+    resampling ``units`` (:func:`resampling_units`) whole; None when one class is missing."""
     truth = np.asarray(truth, dtype=bool)
     if truth.all() or not truth.any():
         return None
-    units = groups if len(np.unique(groups)) > 1 else np.arange(len(truth))
     interval = metrics.bootstrap_interval(lambda rows: metrics.roc_auc(scores[rows], truth[rows]), units)
     return None if interval is None else [round(v, 4) for v in interval]
 
