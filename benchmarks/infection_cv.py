@@ -38,7 +38,8 @@ from covidct.train.data import load_medseg, load_zenodo20
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--epochs", type=int, default=train_infection.EPOCHS,
+                        help="training epochs of every fold (default: the shipped recipe's)")
     parser.add_argument("--width", choices=sorted(train_infection.WIDTHS), default="compact")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0, help="training seed of every fold (default 0, the shipped recipe's)")
