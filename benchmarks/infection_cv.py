@@ -36,6 +36,11 @@ from covidct.train import infection as train_infection
 from covidct.train.data import load_medseg, load_zenodo20
 
 
+#: How cards written before a recipe option existed were trained (the option's key is missing).
+BEFORE_OPTION = {"dice_per_image": False, "intensity_gamma": 1.0, "zenodo_intensity_channel": True,
+                 "warp_interpolation": "bilinear"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--epochs", type=int, default=train_infection.EPOCHS,
@@ -118,11 +123,6 @@ def main() -> None:
         },
         "folds": rows,
     })
-
-
-#: How cards written before a recipe option existed were trained (the option's key is missing).
-BEFORE_OPTION = {"dice_per_image": False, "intensity_gamma": 1.0, "zenodo_intensity_channel": True,
-                 "warp_interpolation": "bilinear"}
 
 
 def recipe_mismatch(card: dict, args: argparse.Namespace, val: tuple[str, ...]) -> str:
