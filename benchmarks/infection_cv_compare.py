@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from _common import record
 
-from covidct.train.infection import DICE_CLASSES
+from covidct.train.infection import DICE_CLASSES, dice_per_image
 from covidct.train.metrics import bootstrap_interval
 
 
@@ -44,8 +44,9 @@ def compare(a: dict[str, dict[str, list[int]]], b: dict[str, dict[str, list[int]
     for cls in DICE_CLASSES:
         ca = np.array([a[n][cls] for n in names], dtype=np.float64)  # (slices, 3)
         cb = np.array([b[n][cls] for n in names], dtype=np.float64)
-        has = ca[:, 2] > 0
-        da, db = 2 * ca[has, 0] / ca[has, 1], 2 * cb[has, 0] / cb[has, 1]
+        if not np.array_equal(ca[:, 2], cb[:, 2]):
+            raise SystemExit(f"the two runs' ground truth of {cls} differs")
+        da, db = dice_per_image(ca), dice_per_image(cb)  # the same images, in the same order
         diff = db - da
         per_image = bootstrap_interval(lambda r: float(diff[r].mean()), np.arange(len(diff)))
 
@@ -54,7 +55,7 @@ def compare(a: dict[str, dict[str, list[int]]], b: dict[str, dict[str, list[int]
 
         pooled_ci = bootstrap_interval(pooled, np.arange(len(names)))
         out[cls] = {
-            "images": int(has.sum()),
+            "images": len(diff),
             "per_image_a": round(float(da.mean()), 4),
             "per_image_b": round(float(db.mean()), 4),
             "per_image_b_minus_a": round(float(diff.mean()), 4),

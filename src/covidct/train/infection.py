@@ -351,6 +351,12 @@ def class_counts(pred: np.ndarray, truth: np.ndarray) -> dict[str, tuple[int, in
     return counts
 
 
+def dice_per_image(rows: Sequence[tuple[int, int, int]]) -> np.ndarray:
+    """The Dice of each image whose ground truth has the class, from its (|P ∩ T|, |P| + |T|, |T|)
+    counts (:func:`class_counts`); images without the class are left out (as Inf-Net reports)."""
+    return np.array([2 * i / s for i, s, t in rows if t], dtype=np.float64)
+
+
 def summarize_medseg(counts: dict[str, dict[str, tuple[int, int, int]]]) -> dict[str, Any]:
     """Dice per class from :func:`medseg_counts`: per image, then the mean over the images whose
     ground truth has that class (as Inf-Net reports), with a 95 % bootstrap interval of that
@@ -361,7 +367,7 @@ def summarize_medseg(counts: dict[str, dict[str, tuple[int, int, int]]]) -> dict
     per_image, pooled, intervals = {}, {}, {}
     for name in DICE_CLASSES:
         rows = [c[name] for c in counts.values()]
-        dices = np.array([2 * i / s for i, s, t in rows if t])
+        dices = dice_per_image(rows)
         per_image[name] = (len(dices), round(float(np.mean(dices)), 4) if len(dices) else None)
         interval = bootstrap_interval(lambda r: float(dices[r].mean()), np.arange(len(dices)))
         intervals[name] = None if interval is None else [round(v, 4) for v in interval]
