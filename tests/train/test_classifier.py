@@ -198,3 +198,27 @@ def test_auc_interval_resamples_blocks_of_a_study_and_patients_otherwise():
     assert low < auc < high and low12 < auc < high12
     assert high - low > 1.5 * (iid[1] - iid[0]) and high12 - low12 > 1.5 * (iid[1] - iid[0])
     assert tc.auc_interval(scores, np.ones(12, bool), np.arange(12)) is None
+
+
+def test_ucsd_patient_folds_deal_each_patient_once_and_balance_the_classes():
+    # 30 ucsd patients (12 COVID), some with two images, and rows of other sources that take no part
+    patients = [f"p{i}" for i in range(30)] + ["p0", "p5", "p20"]
+    labels = [tc.COVID if int(p[1:]) < 12 else tc.NORMAL for p in patients]
+    data = _slice_set(labels + [tc.COVID, tc.NORMAL], ["ucsd"] * 33 + ["zenodo20", "covid_ct_md"],
+                      split="train", group=patients + ["z1", "P001"])
+    folds = tc.ucsd_patient_folds(data, n_folds=5, seed=0)
+    assert sorted(p for f in folds for p in f) == sorted(set(patients))
+    covid_per_fold = [sum(int(p[1:]) < 12 for p in f) for f in folds]
+    assert max(covid_per_fold) - min(covid_per_fold) <= 1 and sum(covid_per_fold) == 12
+    assert [len(f) for f in folds] == [6] * 5
+    assert tc.ucsd_patient_folds(data, 5, seed=0) == folds != tc.ucsd_patient_folds(data, 5, seed=1)
+
+
+def test_assign_splits_validates_a_fold_of_ucsd_patients_whole():
+    data = _slice_set([0, 1, 0, 1, 0, 1], ["ucsd", "ucsd", "ucsd", "covid_ct_md", "covid_ct_md", "zenodo20"],
+                      split="train", group=["a", "b", "a", "P001", "normal001", "z1"])
+    data = tc.SliceSet(*(getattr(data, f) for f in tc.FIELDS[:-1]), np.array(["train", "val", "train", "train", "train", "val"]))
+    official = tc.assign_splits(data, ("P001",))
+    assert list(official.split) == ["train", "val", "train", "val", "train", "val"]
+    fold = tc.assign_splits(data, ("P001",), ucsd_val_patients=("a",))
+    assert list(fold.split) == ["val", "train", "val", "val", "train", "val"]  # both of a's images; b trains

@@ -139,19 +139,52 @@ def build_slice_set(
     data_dir: str | os.PathLike[str],
     cache: str | os.PathLike[str] | None = None,
     val_studies: tuple[str, ...] = (),
+    ucsd_val_patients: tuple[str, ...] | None = None,
 ) -> SliceSet:
     """Prepare every labelled slice of the shared data through :func:`covidct.classify.model_input`.
 
     Lung crops come from the shipped lung model (zenodo20: its own lung masks). ucsd and
     zenodo20 keep their published splits; covid_ct_md studies named in ``val_studies`` are
-    validation, the others training. With ``cache``, the prepared arrays are read from /
-    written to that ``.npz`` file (about 130 MB).
+    validation, the others training. With ``ucsd_val_patients`` (a cross-validation fold,
+    :func:`ucsd_patient_folds`), ucsd's train and val images are pooled and those patients'
+    images validate instead of the official val split. With ``cache``, the prepared arrays are
+    read from / written to that ``.npz`` file (about 130 MB).
     """
-    data = _prepare(data_dir, cache)
+    return assign_splits(_prepare(data_dir, cache), val_studies, ucsd_val_patients)
+
+
+def assign_splits(
+    data: SliceSet, val_studies: tuple[str, ...] = (), ucsd_val_patients: tuple[str, ...] | None = None
+) -> SliceSet:
+    """``data`` with its split column set as :func:`build_slice_set` describes: covid_ct_md
+    studies in ``val_studies`` validate, the others train; ucsd keeps the official split unless
+    ``ucsd_val_patients`` is given (then those patients validate, every other ucsd image trains);
+    zenodo20 keeps its published split."""
     split = data.split.copy()
     is_md = data.source == HU_SOURCE
     split[is_md] = np.where(np.isin(data.group[is_md], list(val_studies)), "val", "train")
+    if ucsd_val_patients is not None:
+        is_ucsd = data.source == "ucsd"
+        split[is_ucsd] = np.where(np.isin(data.group[is_ucsd], list(ucsd_val_patients)), "val", "train")
     return SliceSet(data.images, data.masks, data.infection, data.labels, data.source, data.group, split)
+
+
+def ucsd_patient_folds(data: SliceSet, n_folds: int = 5, seed: int = 0) -> list[tuple[str, ...]]:
+    """ucsd's patients (official train and val pooled) dealt into ``n_folds`` folds for
+    cross-validation by patient: each class's patients shuffled (``seed``) and dealt in turn, so
+    every fold holds about the same share of COVID-19 patients. Images without a patient id are
+    their own patient (``ucsd-unknown:FILE``; 143 of 543). Returns each fold's patient ids."""
+    is_ucsd = data.source == "ucsd"
+    groups, labels = data.group[is_ucsd], data.labels[is_ucsd]
+    rng = np.random.default_rng(seed)
+    folds: list[list[str]] = [[] for _ in range(n_folds)]
+    turn = 0
+    for covid in (False, True):
+        patients = np.unique(groups[(labels == COVID) == covid])
+        for patient in rng.permutation(patients):
+            folds[turn % n_folds].append(str(patient))
+            turn += 1
+    return [tuple(sorted(f)) for f in folds]
 
 
 def _prepare(data_dir: str | os.PathLike[str], cache: str | os.PathLike[str] | None) -> SliceSet:
@@ -430,6 +463,7 @@ def train(
     attention_only_sources: tuple[str, ...] = (),
     pretrain_lesions: bool = False,
     warp_interpolation: str = "bilinear",
+    ucsd_val_patients: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
     """Train on the train split and save weights + model card at ``out_stem``.
 
@@ -464,6 +498,8 @@ def train(
         :data:`LESION_FROZEN` frozen
     warp_interpolation : how the augmentation's warp resamples the images (:func:`augment`):
         "bilinear" or "bicubic"
+    ucsd_val_patients : ucsd patients to validate on instead of the official val split (a fold of
+        :func:`ucsd_patient_folds`; the other patients of train and val train); None: official splits
 
     Returns
     -------
@@ -482,7 +518,7 @@ def train(
     if pretrain_lesions and architecture != "CompactResNet":
         raise ValueError("--pretrain-lesions applies to --arch CompactResNet only")
     bf16 = model_weights.bf16_inference() if bf16 is None else bf16
-    data = build_slice_set(data_dir, cache, val_studies)
+    data = build_slice_set(data_dir, cache, val_studies, ucsd_val_patients)
     if pretrain_lesions:  # before the exclusion: zenodo20's masks serve even when its labels do not
         lesion_set = data.subset(lesion_rows(data))
         lesion_x = inputs(lesion_set, lung_masked)
@@ -557,6 +593,7 @@ def train(
             "data": "ucsd_covid_ct official train/val (Zhao et al. 2020, research use); zenodo20_slices "
             "(Ma et al., CC BY-NC-SA 4.0) cases.csv split; covid_ct_md (Afshar et al. 2021, CC BY 4.0)",
             "val_studies": list(val_studies),
+            "ucsd_val_patients": None if ucsd_val_patients is None else sorted(ucsd_val_patients),
             "excluded_train_sources": list(exclude_train_sources),
             "attention_weight": attention_weight,
             "attention_only_sources": list(attention_only_sources) if attention_weight > 0 else [],

@@ -1,0 +1,158 @@
+"""Slice classifier: 5-fold cross-validation by patient over UCSD's train and val images.
+
+    python benchmarks/classifier_cv.py --cache /tmp/cls/slices.npz [--epochs 30] [--members 3] [--seed S]
+        [--warp-interpolation bilinear|bicubic] [--folds 5] [--keep DIR [--reuse]] [--name NAME]
+
+The official UCSD val split (118 images, 72 patients) is the shipped classifier's estimate of
+the held-out UCSD test split; its 95 % interval is about 0.19 wide. Here UCSD's 543 train and
+val images (369 patients) are pooled and dealt by patient into folds
+(:func:`covidct.train.classifier.ucsd_patient_folds`, each class's patients in turn); each fold
+trains the shipped recipe (``covidct train classifier --members 3 --val-study P001
+--exclude-train-source zenodo20 --pretrain-lesions``, which makes the official val split one
+of many) on the other folds and predicts its own. The out-of-fold predictions of all 543
+images give one AUC with a 95 % bootstrap interval over patients, beside each fold's AUC.
+The out-of-fold AUC is also given separately for the images of the official train and val
+splits (is the official val split harder than a random one?). COVID-CT-MD's P001 stays held
+out of every fold model, so it is scored five times.
+Writes results/NAME.json with every image's out-of-fold probabilities, so that two recipes can
+be compared image by image.
+
+With ``--keep DIR --reuse``, fold models already in DIR are evaluated instead of trained again
+(their cards are checked against the recipe and fold asked for).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from _common import DATA, record
+
+from covidct import classify
+from covidct.models import weights as model_weights
+from covidct.train import classifier as train_classifier
+from covidct.train import metrics
+
+#: The shipped recipe's options that every fold model shares.
+RECIPE: dict[str, Any] = {"val_studies": ("P001",), "exclude_train_sources": ("zenodo20",), "pretrain_lesions": True}
+
+
+def recipe_mismatch(card: dict[str, Any], epochs: int, members: int, seed: int, warp: str,
+                    patients: tuple[str, ...]) -> str | None:
+    """Why a kept fold model's card is not of this recipe and fold (None when it is)."""
+    training = card["training"]
+    wanted = {"epochs": epochs, "members": members, "seed": seed, "warp_interpolation": warp,
+              "ucsd_val_patients": sorted(patients), "val_studies": list(RECIPE["val_studies"]),
+              "excluded_train_sources": list(RECIPE["exclude_train_sources"])}
+    for key, value in wanted.items():
+        if training.get(key) != value:
+            return f"{key} {training.get(key)!r} (wanted {value!r})"
+    if training.get("lesion_pretraining") is None:
+        return "no lesion pretraining (wanted --pretrain-lesions)"
+    return None
+
+
+def auc_summary(scores: np.ndarray, truth: np.ndarray, units: np.ndarray) -> dict[str, Any]:
+    """AUC with its 95 % bootstrap interval over ``units``."""
+    return {"auc": round(metrics.roc_auc(scores, truth), 4),
+            "ci95": train_classifier.auc_interval(scores, truth, units)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cache", help="prepared slices (.npz, as for `covidct train classifier --cache`)")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--fold-seed", type=int, default=0, help="seed of the patients' deal into folds (default 0)")
+    parser.add_argument("--epochs", type=int, default=30, help="epochs of pretraining and of training (default 30, as shipped)")
+    parser.add_argument("--members", type=int, default=3, help="networks per fold model (default 3, as shipped)")
+    parser.add_argument("--seed", type=int, default=0, help="first training seed (default 0, as shipped)")
+    parser.add_argument("--warp-interpolation", choices=("bilinear", "bicubic"), default="bilinear",
+                        help="the augmentation warp's resampling (default bilinear, as shipped)")
+    parser.add_argument("--keep", help="folder to keep each fold's weights in (default: a temporary one)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="evaluate the fold models already in --keep instead of training them")
+    parser.add_argument("--name", default="classifier_cv", help="results file stem (default classifier_cv)")
+    args = parser.parse_args()
+    if args.reuse and not args.keep:
+        parser.error("--reuse needs --keep DIR")
+    torch.set_num_threads(2)
+    everything = train_classifier.build_slice_set(DATA, args.cache, RECIPE["val_studies"])
+    folds = train_classifier.ucsd_patient_folds(everything, args.folds, args.fold_seed)
+    is_ucsd = everything.source == "ucsd"
+    official = dict(zip(everything.group[is_ucsd].tolist(), everything.split[is_ucsd].tolist()))  # no patient in both
+    images: list[dict[str, Any]] = []
+    fold_rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        out_dir = Path(args.keep or tmp)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for k, patients in enumerate(folds, start=1):
+            stem = out_dir / f"classifier_fold{k}"
+            if args.reuse:
+                model = model_weights.load(stem.with_suffix(".json"))
+                why = recipe_mismatch(model.card, args.epochs, args.members, args.seed, args.warp_interpolation, patients)
+                if why:
+                    raise SystemExit(f"{stem}.json is not this recipe's fold {k}: {why}")
+                card = model.card
+            else:
+                card = train_classifier.train(
+                    DATA, stem, cache=args.cache, epochs=args.epochs, members=args.members, seed=args.seed,
+                    warp_interpolation=args.warp_interpolation, ucsd_val_patients=patients, **RECIPE)
+                model = model_weights.load(stem.with_suffix(".json"))
+            data = train_classifier.build_slice_set(DATA, args.cache, RECIPE["val_studies"], patients)
+            val = data.subset(data.split == "val")
+            x = train_classifier.inputs(val, bool(model.card["input"].get("lung_masked", False)))
+            probs = classify.predict_probabilities(model.model, x)
+            p_abnormal = 1 - probs[:, train_classifier.NORMAL]
+            ucsd, md = val.source == "ucsd", val.source == train_classifier.HU_SOURCE
+            truth = val.labels != train_classifier.NORMAL
+            row = {
+                "fold": k,
+                "patients": len(patients),
+                "images": int(ucsd.sum()),
+                "covid_images": int(truth[ucsd].sum()),
+                "ucsd_auc_abnormal": round(metrics.roc_auc(p_abnormal[ucsd], truth[ucsd]), 4),
+                "ucsd_auc_covid": round(metrics.roc_auc(probs[ucsd, train_classifier.COVID],
+                                                        val.labels[ucsd] == train_classifier.COVID), 4),
+                "p001_auc_abnormal": round(metrics.roc_auc(p_abnormal[md], truth[md]), 4),
+                "train_seconds": card["training"]["train_seconds"],
+            }
+            fold_rows.append(row)
+            print(row, flush=True)
+            for i in np.flatnonzero(ucsd):
+                images.append({"fold": k, "patient": str(val.group[i]), "official_split": official[val.group[i]],
+                               "covid": bool(truth[i]),
+                               "p_abnormal": round(float(p_abnormal[i]), 5),
+                               "p_covid": round(float(probs[i, train_classifier.COVID]), 5)})
+    p_abnormal = np.array([r["p_abnormal"] for r in images])
+    p_covid = np.array([r["p_covid"] for r in images])
+    covid = np.array([r["covid"] for r in images])
+    patients = np.array([r["patient"] for r in images])
+    in_official = {split: np.array([r["official_split"] == split for r in images]) for split in ("train", "val")}
+    record(args.name, {
+        "recipe": {"epochs": args.epochs, "members": args.members, "seed": args.seed, "warp_interpolation": args.warp_interpolation,
+                   **{k: list(v) if isinstance(v, tuple) else v for k, v in RECIPE.items()}},
+        "folds_dealt": {"folds": args.folds, "seed": args.fold_seed},
+        "ucsd_out_of_fold": {
+            "images": len(images),
+            "patients": len(set(patients.tolist())),
+            "covid_images": int(covid.sum()),
+            "abnormal": auc_summary(p_abnormal, covid, patients),
+            "covid_vs_noncovid": auc_summary(p_covid, covid, patients),
+            "ci95_resampled": "patients",
+            "mean_of_fold_aucs": round(float(np.mean([r["ucsd_auc_abnormal"] for r in fold_rows])), 4),
+            "abnormal_by_official_split": {
+                split: {"images": int(keep.sum()), **auc_summary(p_abnormal[keep], covid[keep], patients[keep])}
+                for split, keep in in_official.items()},
+        },
+        "p001_auc_abnormal_per_fold_model": [r["p001_auc_abnormal"] for r in fold_rows],
+        "folds": fold_rows,
+        "images": images,
+    })
+
+
+if __name__ == "__main__":
+    main()
