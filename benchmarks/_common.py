@@ -63,3 +63,17 @@ def fold_models_arguments(doc: str | None, default_name: str) -> argparse.Namesp
     args = parser.parse_args()
     torch.set_num_threads(2)
     return args
+
+
+def parse_cross_validation_arguments(parser: argparse.ArgumentParser, default_name: str) -> argparse.Namespace:
+    """Add the options every cross-validation script shares (``--keep DIR [--reuse]``, ``--name``),
+    parse the command line, check that ``--reuse`` comes with ``--keep``; sets 2 torch threads."""
+    parser.add_argument("--keep", help="folder to keep each fold's weights in (default: a temporary one)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="evaluate the fold models already in --keep (of the same recipe) instead of training them")
+    parser.add_argument("--name", default=default_name, help=f"results file stem (default {default_name})")
+    args = parser.parse_args()
+    if args.reuse and not args.keep:
+        parser.error("--reuse needs --keep DIR")
+    torch.set_num_threads(2)
+    return args

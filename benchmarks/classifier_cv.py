@@ -29,8 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from _common import DATA, record
+from _common import DATA, parse_cross_validation_arguments, record
 
 from covidct import classify
 from covidct.models import weights as model_weights
@@ -72,14 +71,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="first training seed (default 0, as shipped)")
     parser.add_argument("--warp-interpolation", choices=("bilinear", "bicubic"), default="bilinear",
                         help="the augmentation warp's resampling (default bilinear, as shipped)")
-    parser.add_argument("--keep", help="folder to keep each fold's weights in (default: a temporary one)")
-    parser.add_argument("--reuse", action="store_true",
-                        help="evaluate the fold models already in --keep instead of training them")
-    parser.add_argument("--name", default="classifier_cv", help="results file stem (default classifier_cv)")
-    args = parser.parse_args()
-    if args.reuse and not args.keep:
-        parser.error("--reuse needs --keep DIR")
-    torch.set_num_threads(2)
+    args = parse_cross_validation_arguments(parser, "classifier_cv")
     everything = train_classifier.build_slice_set(DATA, args.cache, RECIPE["val_studies"])
     folds = train_classifier.ucsd_patient_folds(everything, args.folds, args.fold_seed)
     is_ucsd = everything.source == "ucsd"

@@ -28,8 +28,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
-from _common import DATA, record
+from _common import DATA, parse_cross_validation_arguments, record
 
 from covidct.infection import load_infection_model
 from covidct.train import infection as train_infection
@@ -62,14 +61,7 @@ def main() -> None:
                         default=train_infection.WARP_INTERPOLATION,
                         help="how the augmentation warp resamples the images (default: the shipped recipe's, "
                         "bicubic since 2026-12-06; bilinear before)")
-    parser.add_argument("--keep", help="folder to keep each fold's weights in (default: a temporary one)")
-    parser.add_argument("--reuse", action="store_true",
-                        help="evaluate the fold models already in --keep (of the same recipe) instead of training them")
-    parser.add_argument("--name", default="infection_cv", help="results file stem (default infection_cv)")
-    args = parser.parse_args()
-    if args.reuse and not args.keep:
-        parser.error("--reuse needs --keep DIR")
-    torch.set_num_threads(2)
+    args = parse_cross_validation_arguments(parser, "infection_cv")
     medseg = load_medseg(DATA)
     zenodo_val = load_zenodo20(DATA, ("val",))
     folds = train_infection.medseg_folds([s.name for s in medseg], args.folds)
