@@ -12,7 +12,8 @@ trains the shipped recipe (``covidct train classifier --members 3 --val-study P0
 of many) on the other folds and predicts its own. The out-of-fold predictions of all 543
 images give one AUC with a 95 % bootstrap interval over patients, beside each fold's AUC.
 The out-of-fold AUC is also given separately for the images of the official train and val
-splits (is the official val split harder than a random one?). COVID-CT-MD's P001 stays held
+splits (is the official val split harder than a random one?), and for the images whose
+patient is named (the 143 that name none are all NonCOVID). COVID-CT-MD's P001 stays held
 out of every fold model, so it is scored five times.
 Writes results/NAME.json with every image's out-of-fold probabilities, so that two recipes can
 be compared image by image.
@@ -123,6 +124,7 @@ def main() -> None:
     p_covid = np.array([r["p_covid"] for r in images])
     covid = np.array([r["covid"] for r in images])
     patients = np.array([r["patient"] for r in images])
+    named = np.array([not p.startswith("ucsd-unknown:") for p in patients])
     in_official = {split: np.array([r["official_split"] == split for r in images]) for split in ("train", "val")}
     record(args.name, {
         "recipe": {"epochs": args.epochs, "members": args.members, "seed": args.seed, "warp_interpolation": args.warp_interpolation,
@@ -136,6 +138,9 @@ def main() -> None:
             "covid_vs_noncovid": auc_summary(p_covid, covid, patients),
             "ci95_resampled": "patients",
             "mean_of_fold_aucs": round(float(np.mean([r["ucsd_auc_abnormal"] for r in fold_rows])), 4),
+            "abnormal_named_patients_only": {
+                "images": int(named.sum()), "covid_images": int(covid[named].sum()),
+                **auc_summary(p_abnormal[named], covid[named], patients[named])},
             "abnormal_by_official_split": {
                 split: {"images": int(keep.sum()), **auc_summary(p_abnormal[keep], covid[keep], patients[keep])}
                 for split, keep in in_official.items()},
