@@ -95,7 +95,7 @@ def main() -> None:
                     DATA, stem, cache=args.cache, epochs=args.epochs, members=args.members, seed=args.seed,
                     warp_interpolation=args.warp_interpolation, ucsd_val_patients=patients, **RECIPE)
                 model = model_weights.load(stem.with_suffix(".json"))
-            data = train_classifier.build_slice_set(DATA, args.cache, RECIPE["val_studies"], patients)
+            data = train_classifier.assign_splits(everything, RECIPE["val_studies"], patients)
             val = data.subset(data.split == "val")
             x = train_classifier.inputs(val, bool(model.card["input"].get("lung_masked", False)))
             probs = classify.predict_probabilities(model.model, x)

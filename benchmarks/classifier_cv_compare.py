@@ -39,8 +39,8 @@ def load_run(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
 def paired(a: np.ndarray, b: np.ndarray, truth: np.ndarray, patients: np.ndarray) -> dict[str, Any]:
     """AUCs of scores ``a`` and ``b`` and B - A with its paired bootstrap interval over patients."""
     interval = bootstrap_interval(lambda r: roc_auc(b[r], truth[r]) - roc_auc(a[r], truth[r]), patients)
-    return {"auc_a": round(roc_auc(a, truth), 4), "auc_b": round(roc_auc(b, truth), 4),
-            "b_minus_a": round(roc_auc(b, truth) - roc_auc(a, truth), 4),
+    auc_a, auc_b = roc_auc(a, truth), roc_auc(b, truth)
+    return {"auc_a": round(auc_a, 4), "auc_b": round(auc_b, 4), "b_minus_a": round(auc_b - auc_a, 4),
             "ci95": None if interval is None else [round(v, 4) for v in interval]}
 
 
