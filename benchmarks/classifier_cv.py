@@ -1,7 +1,7 @@
 """Slice classifier: 5-fold cross-validation by patient over UCSD's train and val images.
 
     python benchmarks/classifier_cv.py --cache /tmp/cls/slices.npz [--epochs 30] [--members 3] [--seed S]
-        [--warp-interpolation bilinear|bicubic] [--folds 5] [--keep DIR [--reuse]] [--name NAME]
+        [--warp-interpolation bilinear|bicubic] [--mixup-alpha A] [--folds 5] [--keep DIR [--reuse]] [--name NAME]
 
 The official UCSD val split (118 images, 72 patients) is the shipped classifier's estimate of
 the held-out UCSD test split; its 95 % interval is about 0.19 wide. Here UCSD's 543 train and
@@ -41,15 +41,15 @@ from covidct.train import metrics
 RECIPE: dict[str, Any] = {"val_studies": ("P001",), "exclude_train_sources": ("zenodo20",), "pretrain_lesions": True}
 
 
-def recipe_mismatch(card: dict[str, Any], epochs: int, members: int, seed: int, warp: str,
+def recipe_mismatch(card: dict[str, Any], epochs: int, members: int, seed: int, warp: str, mixup_alpha: float,
                     patients: tuple[str, ...]) -> str | None:
     """Why a kept fold model's card is not of this recipe and fold (None when it is)."""
     training = card["training"]
     wanted = {"epochs": epochs, "members": members, "seed": seed, "warp_interpolation": warp,
-              "ucsd_val_patients": sorted(patients), "val_studies": list(RECIPE["val_studies"]),
+              "mixup_alpha": mixup_alpha, "ucsd_val_patients": sorted(patients), "val_studies": list(RECIPE["val_studies"]),
               "excluded_train_sources": list(RECIPE["exclude_train_sources"])}
     for key, value in wanted.items():
-        if training.get(key) != value:
+        if training.get(key, 0.0 if key == "mixup_alpha" else None) != value:  # cards before mixup had none
             return f"{key} {training.get(key)!r} (wanted {value!r})"
     if training.get("lesion_pretraining") is None:
         return "no lesion pretraining (wanted --pretrain-lesions)"
@@ -72,6 +72,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="first training seed (default 0, as shipped)")
     parser.add_argument("--warp-interpolation", choices=("bilinear", "bicubic"), default="bilinear",
                         help="the augmentation warp's resampling (default bilinear, as shipped)")
+    parser.add_argument("--mixup-alpha", type=float, default=0.0, help="mixup of the label training (default 0, as shipped)")
     args = parse_cross_validation_arguments(parser, "classifier_cv")
     everything = train_classifier.build_slice_set(DATA, args.cache, RECIPE["val_studies"])
     folds = train_classifier.ucsd_patient_folds(everything, args.folds, args.fold_seed)
@@ -86,14 +87,16 @@ def main() -> None:
             stem = out_dir / f"classifier_fold{k}"
             if args.reuse:
                 model = model_weights.load(stem.with_suffix(".json"))
-                why = recipe_mismatch(model.card, args.epochs, args.members, args.seed, args.warp_interpolation, patients)
+                why = recipe_mismatch(model.card, args.epochs, args.members, args.seed, args.warp_interpolation,
+                                      args.mixup_alpha, patients)
                 if why:
                     raise SystemExit(f"{stem}.json is not this recipe's fold {k}: {why}")
                 card = model.card
             else:
                 card = train_classifier.train(
                     DATA, stem, cache=args.cache, epochs=args.epochs, members=args.members, seed=args.seed,
-                    warp_interpolation=args.warp_interpolation, ucsd_val_patients=patients, **RECIPE)
+                    warp_interpolation=args.warp_interpolation, mixup_alpha=args.mixup_alpha,
+                    ucsd_val_patients=patients, **RECIPE)
                 model = model_weights.load(stem.with_suffix(".json"))
             data = train_classifier.assign_splits(everything, RECIPE["val_studies"], patients)
             val = data.subset(data.split == "val")
@@ -128,6 +131,7 @@ def main() -> None:
     in_official = {split: np.array([r["official_split"] == split for r in images]) for split in ("train", "val")}
     record(args.name, {
         "recipe": {"epochs": args.epochs, "members": args.members, "seed": args.seed, "warp_interpolation": args.warp_interpolation,
+                   "mixup_alpha": args.mixup_alpha,
                    **{k: list(v) if isinstance(v, tuple) else v for k, v in RECIPE.items()}},
         "folds_dealt": {"folds": args.folds, "seed": args.fold_seed},
         "ucsd_out_of_fold": {

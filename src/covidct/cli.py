@@ -344,6 +344,7 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
             attention_only_sources=tuple(args.attention_only_source),
             pretrain_lesions=args.pretrain_lesions,
             warp_interpolation=args.warp_interpolation,
+            mixup_alpha=args.mixup_alpha,
         )
     except ValueError as exc:  # flags that do not go together
         raise InputError(str(exc)) from None
@@ -638,6 +639,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="CompactResNet: first train each network's layers up to layer3 to segment infection "
                     "(zenodo20 masks; Normal slices as empty masks), then train the classifier on top with the stem, "
                     "layer1 and layer2 frozen, so that Grad-CAM's layers hold infection features")
+    tc.add_argument("--mixup-alpha", type=float, default=0.0, metavar="A",
+                    help="mixup of the label training: each batch blended with a shuffled copy of itself by "
+                    "lam ~ Beta(A, A), the loss blended alike (default 0: none, as shipped; not with --attention-weight)")
     _add_warp_argument(tc, "bilinear")
     tc.set_defaults(func=cmd_train_classifier)
 

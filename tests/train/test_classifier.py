@@ -223,3 +223,43 @@ def test_assign_splits_validates_a_fold_of_ucsd_patients_whole():
     assert list(official.split) == ["train", "val", "train", "val", "train", "val"]
     fold = tc.assign_splits(data, ("P001",), ucsd_val_patients=("a",))
     assert list(fold.split) == ["val", "train", "val", "val", "train", "val"]  # both of a's images; b trains
+
+
+def _first_batch(mixup_alpha: float) -> torch.Tensor:
+    """The first input batch a tiny network sees in :func:`tc.train_network`."""
+    from covidct.models import CompactResNet
+
+    torch.manual_seed(0)
+    net = CompactResNet(widths=(4, 8, 8, 8), blocks=(1, 1, 1, 1))
+    seen = []
+    net.register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0].detach().clone()))
+    x = torch.rand(8, 1, 32, 32, generator=torch.Generator().manual_seed(1))
+    tc.train_network(net, x, torch.tensor([0, 1] * 4), torch.Generator().manual_seed(0), epochs=1, batch_size=8,
+                     bf16=False, mixup_alpha=mixup_alpha)
+    return seen[0][:, :1]
+
+
+def test_mixup_blends_each_slice_with_another_by_one_weight():
+    plain, mixed = _first_batch(0.0), _first_batch(0.4)  # the same draws up to the blend
+    assert not torch.allclose(plain, mixed)
+    weights = []
+    for i in range(len(plain)):  # mixed[i] = plain[i] + w (plain[j] - plain[i]) for some j, one w for all
+        fits = []
+        for j in range(len(plain)):
+            d = (plain[j] - plain[i]).flatten()
+            w = float(d @ (mixed[i] - plain[i]).flatten() / (d @ d).clamp_min(1e-12))
+            fits.append((float((mixed[i] - plain[i] - w * (plain[j] - plain[i])).abs().max()), w))
+        residual, w = min(fits)
+        assert residual < 1e-5
+        if float((mixed[i] - plain[i]).abs().max()) > 1e-6:  # a slice blended with itself says nothing of w
+            weights.append(w)
+    assert weights and 0 < weights[0] < 1 and np.allclose(weights, weights[0], atol=1e-4)
+
+
+def test_mixup_does_not_go_with_guided_attention(tmp_path):
+    import pytest
+
+    with pytest.raises(ValueError, match="mixup"):
+        tc.train(tmp_path, tmp_path / "m", attention_weight=1.0, mixup_alpha=0.4)
+    with pytest.raises(ValueError, match="negative"):
+        tc.train(tmp_path, tmp_path / "m", mixup_alpha=-1)

@@ -376,6 +376,7 @@ def train_network(
     classified: torch.Tensor | None = None,
     frozen: tuple[str, ...] = (),
     interpolation: str = "bilinear",
+    mixup_alpha: float = 0.0,
 ) -> int:
     """Train one network in place: AdamW (weight decay 1e-2), one-cycle learning rate,
     class-weighted cross-entropy with label smoothing 0.05, :func:`augment` on every batch.
@@ -395,17 +396,27 @@ def train_network(
     frozen : names of the network's modules left as they are (no gradient, batch norm statistics
         kept): :data:`LESION_FROZEN` after :func:`pretrain_on_lesions`
     interpolation : of the augmentation's warp (:func:`augment`)
+    mixup_alpha : above 0, mixup (Zhang et al. 2018): each augmented batch is blended with a
+        shuffled copy of itself, ``lam * x + (1 - lam) * x[perm]`` with one ``lam ~ Beta(alpha,
+        alpha)`` per batch, and the loss is the same blend of the cross-entropies of both labels;
+        not with guided attention
 
     Returns
     -------
     The number of epochs done.
     """
+    if mixup_alpha < 0:
+        raise ValueError("mixup_alpha must not be negative")
     channels = model.in_channels
     classified = torch.ones(len(y), dtype=torch.bool) if classified is None else classified
     loss_weights = class_weights(y[classified].numpy())
     every_slice_classified = bool(classified.all())
     guiding = attention_weight > 0 and guided is not None and bool(guided.any())
+    if mixup_alpha > 0 and (guiding or not every_slice_classified):
+        raise ValueError("mixup needs every slice classified and no guided attention (a blend has no one mask)")
     layers = localize.GRADCAM_LAYERS if guiding else ()
+    # mixup's Beta draws: a generator with ``gen``'s seed (reading the seed leaves ``gen``'s draws as they are)
+    mix = np.random.default_rng(gen.initial_seed()) if mixup_alpha > 0 else None
     kept = [getattr(model, name) for name in frozen]
     for module in kept:
         module.requires_grad_(False)
@@ -419,9 +430,16 @@ def train_network(
             gb = guided[idx]
         else:
             xb = augment(x[idx], gen, interpolation=interpolation)
+        if mix is not None:
+            lam = float(mix.beta(mixup_alpha, mixup_alpha))
+            other = torch.randperm(len(idx), generator=gen)
+            xb = lam * xb + (1 - lam) * xb[other]
         xb = xb.expand(-1, channels, -1, -1)
 
         def loss_of(logits: torch.Tensor) -> torch.Tensor:
+            if mix is not None:
+                return (lam * F.cross_entropy(logits, yb, weight=loss_weights, label_smoothing=0.05)
+                        + (1 - lam) * F.cross_entropy(logits, yb[other], weight=loss_weights, label_smoothing=0.05))
             if every_slice_classified:
                 loss = F.cross_entropy(logits, yb, weight=loss_weights, label_smoothing=0.05)
             else:  # the same weighted mean over the classified slices only (the branch above stays
@@ -464,6 +482,7 @@ def train(
     pretrain_lesions: bool = False,
     warp_interpolation: str = "bilinear",
     ucsd_val_patients: tuple[str, ...] | None = None,
+    mixup_alpha: float = 0.0,
 ) -> dict[str, Any]:
     """Train on the train split and save weights + model card at ``out_stem``.
 
@@ -500,6 +519,7 @@ def train(
         "bilinear" or "bicubic"
     ucsd_val_patients : ucsd patients to validate on instead of the official val split (a fold of
         :func:`ucsd_patient_folds`; the other patients of train and val train); None: official splits
+    mixup_alpha : mixup of the label training (:func:`train_network`); 0: none (as shipped)
 
     Returns
     -------
@@ -515,6 +535,10 @@ def train(
         raise ValueError("--attention-only-source needs --attention-weight above 0")
     if set(attention_only_sources) & set(exclude_train_sources):
         raise ValueError("a source cannot be both excluded and trained for attention only")
+    if mixup_alpha < 0:
+        raise ValueError("--mixup-alpha must not be negative")
+    if mixup_alpha > 0 and attention_weight > 0:
+        raise ValueError("--mixup-alpha does not go with --attention-weight (a blended slice has no one infection mask)")
     if pretrain_lesions and architecture != "CompactResNet":
         raise ValueError("--pretrain-lesions applies to --arch CompactResNet only")
     bf16 = model_weights.bf16_inference() if bf16 is None else bf16
@@ -552,7 +576,7 @@ def train(
             frozen = LESION_FROZEN
         desc = f"train classifier ({architecture}{member})"
         done = train_network(network, x_all, y_all, gen, epochs, batch_size, lr, bf16, max_minutes, desc,
-                             frozen=frozen, interpolation=warp_interpolation, **guidance)
+                             frozen=frozen, interpolation=warp_interpolation, mixup_alpha=mixup_alpha, **guidance)
         networks.append(network)
     train_s = time.monotonic() - start
     if members > 1:
@@ -609,6 +633,7 @@ def train(
             "seed": seed,
             "bf16_autocast": bf16,
             "warp_interpolation": warp_interpolation,
+            "mixup_alpha": mixup_alpha,
             "backbone_weights": os.path.basename(weights) if weights else None,
             "lesion_pretraining": {
                 "slices": describe(lesion_set),
