@@ -614,7 +614,9 @@ def train(
         "(ucsd val; used for 2-D pictures, whose input path is calibrated differently)",
         "case_threshold": case_threshold(probs, val_set, round(threshold, 4)),
         "training": {
-            "data": "ucsd_covid_ct official train/val (Zhao et al. 2020, research use); zenodo20_slices "
+            "data": ("ucsd_covid_ct official train/val" if ucsd_val_patients is None else
+                     "ucsd_covid_ct train and val pooled, the ucsd_val_patients validating")
+            + " (Zhao et al. 2020, research use); zenodo20_slices "
             "(Ma et al., CC BY-NC-SA 4.0) cases.csv split; covid_ct_md (Afshar et al. 2021, CC BY 4.0)",
             "val_studies": list(val_studies),
             "ucsd_val_patients": None if ucsd_val_patients is None else sorted(ucsd_val_patients),
