@@ -1,7 +1,7 @@
 """Slice classifier: 5-fold cross-validation by patient over UCSD's train and val images.
 
     python benchmarks/classifier_cv.py --cache /tmp/cls/slices.npz [--epochs 30] [--members 3] [--seed S]
-        [--warp-interpolation bilinear|bicubic] [--mixup-alpha A] [--folds 5] [--keep DIR [--reuse]] [--name NAME]
+        [--warp-interpolation bilinear|bicubic] [--mixup-alpha A] [--test-time-flip] [--folds 5] [--keep DIR [--reuse]] [--name NAME]
 
 The official UCSD val split (118 images, 72 patients) is the shipped classifier's estimate of
 the held-out UCSD test split; its 95 % interval is about 0.19 wide. Here UCSD's 543 train and
@@ -17,6 +17,9 @@ patient is named (the 143 that name none are all NonCOVID). COVID-CT-MD's P001 s
 out of every fold model, so it is scored five times.
 Writes results/NAME.json with every image's out-of-fold probabilities, so that two recipes can
 be compared image by image.
+
+``--test-time-flip`` averages each fold model's probabilities over the image and its mirror
+image (an evaluation option: it changes no training; the shipped classifier does not flip).
 
 With ``--keep DIR --reuse``, fold models already in DIR are evaluated instead of trained again
 (their cards are checked against the recipe and fold asked for).
@@ -73,6 +76,8 @@ def main() -> None:
     parser.add_argument("--warp-interpolation", choices=("bilinear", "bicubic"), default="bilinear",
                         help="the augmentation warp's resampling (default bilinear, as shipped)")
     parser.add_argument("--mixup-alpha", type=float, default=0.0, help="mixup of the label training (default 0, as shipped)")
+    parser.add_argument("--test-time-flip", action="store_true",
+                        help="average the probabilities of each image and its mirror image (not shipped)")
     args = parse_cross_validation_arguments(parser, "classifier_cv")
     everything = train_classifier.build_slice_set(DATA, args.cache, RECIPE["val_studies"])
     folds = train_classifier.ucsd_patient_folds(everything, args.folds, args.fold_seed)
@@ -102,6 +107,8 @@ def main() -> None:
             val = data.subset(data.split == "val")
             x = train_classifier.inputs(val, bool(model.card["input"].get("lung_masked", False)))
             probs = classify.predict_probabilities(model.model, x)
+            if args.test_time_flip:
+                probs = (probs + classify.predict_probabilities(model.model, x.flip(-1))) / 2
             p_abnormal = 1 - probs[:, train_classifier.NORMAL]
             ucsd, md = val.source == "ucsd", val.source == train_classifier.HU_SOURCE
             truth = val.labels != train_classifier.NORMAL
@@ -131,7 +138,7 @@ def main() -> None:
     in_official = {split: np.array([r["official_split"] == split for r in images]) for split in ("train", "val")}
     record(args.name, {
         "recipe": {"epochs": args.epochs, "members": args.members, "seed": args.seed, "warp_interpolation": args.warp_interpolation,
-                   "mixup_alpha": args.mixup_alpha,
+                   "mixup_alpha": args.mixup_alpha, "test_time_flip": args.test_time_flip,
                    **{k: list(v) if isinstance(v, tuple) else v for k, v in RECIPE.items()}},
         "folds_dealt": {"folds": args.folds, "seed": args.fold_seed},
         "ucsd_out_of_fold": {
