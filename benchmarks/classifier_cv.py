@@ -1,7 +1,7 @@
 """Slice classifier: 5-fold cross-validation by patient over UCSD's train and val images.
 
     python benchmarks/classifier_cv.py --cache /tmp/cls/slices.npz [--epochs 30] [--members 3] [--seed S]
-        [--warp-interpolation bilinear|bicubic] [--mixup-alpha A] [--test-time-flip] [--folds 5] [--keep DIR [--reuse]] [--name NAME]
+        [--warp-interpolation bilinear|bicubic] [--mixup-alpha A] [--test-time-flip] [--member K] [--folds 5] [--keep DIR [--reuse]] [--name NAME]
 
 The official UCSD val split (118 images, 72 patients) is the shipped classifier's estimate of
 the held-out UCSD test split; its 95 % interval is about 0.19 wide. Here UCSD's 543 train and
@@ -13,13 +13,16 @@ of many) on the other folds and predicts its own. The out-of-fold predictions of
 images give one AUC with a 95 % bootstrap interval over patients, beside each fold's AUC.
 The out-of-fold AUC is also given separately for the images of the official train and val
 splits (is the official val split harder than a random one?), and for the images whose
-patient is named (the 143 that name none are all NonCOVID). COVID-CT-MD's P001 stays held
+patient is named (the 143 that name none are all NonCOVID). Each fold model's AUC on its own
+UCSD training images (unaugmented) says how well the recipe fits what it trained on. COVID-CT-MD's P001 stays held
 out of every fold model, so it is scored five times.
 Writes results/NAME.json with every image's out-of-fold probabilities, so that two recipes can
 be compared image by image.
 
 ``--test-time-flip`` averages each fold model's probabilities over the image and its mirror
 image (an evaluation option: it changes no training; the shipped classifier does not flip).
+``--member K`` (with ``--reuse``) evaluates network K (0-based) of each kept fold ensemble alone:
+the single network of seed ``--seed`` + K, as ``--members 1`` would have trained it.
 
 With ``--keep DIR --reuse``, fold models already in DIR are evaluated instead of trained again
 (their cards are checked against the recipe and fold asked for).
@@ -76,9 +79,13 @@ def main() -> None:
     parser.add_argument("--warp-interpolation", choices=("bilinear", "bicubic"), default="bilinear",
                         help="the augmentation warp's resampling (default bilinear, as shipped)")
     parser.add_argument("--mixup-alpha", type=float, default=0.0, help="mixup of the label training (default 0, as shipped)")
+    parser.add_argument("--member", type=int, help="with --reuse: evaluate only this network (0-based) of each "
+                        "fold ensemble, the single network of seed --seed + K")
     parser.add_argument("--test-time-flip", action="store_true",
                         help="average the probabilities of each image and its mirror image (not shipped)")
     args = parse_cross_validation_arguments(parser, "classifier_cv")
+    if args.member is not None and not (args.reuse and 0 <= args.member < args.members):
+        parser.error(f"--member needs --reuse and a network 0-{args.members - 1}")
     everything = train_classifier.build_slice_set(DATA, args.cache, RECIPE["val_studies"])
     folds = train_classifier.ucsd_patient_folds(everything, args.folds, args.fold_seed)
     is_ucsd = everything.source == "ucsd"
@@ -105,10 +112,15 @@ def main() -> None:
                 model = model_weights.load(stem.with_suffix(".json"))
             data = train_classifier.assign_splits(everything, RECIPE["val_studies"], patients)
             val = data.subset(data.split == "val")
-            x = train_classifier.inputs(val, bool(model.card["input"].get("lung_masked", False)))
-            probs = classify.predict_probabilities(model.model, x)
+            masked = bool(model.card["input"].get("lung_masked", False))
+            x = train_classifier.inputs(val, masked)
+            network = model.model if args.member is None else model.model.members[args.member]
+            fitted = data.subset((data.split == "train") & (data.source == "ucsd"))  # how well it fits its own images
+            p_fitted = 1 - classify.predict_probabilities(network, train_classifier.inputs(fitted, masked))[
+                :, train_classifier.NORMAL]
+            probs = classify.predict_probabilities(network, x)
             if args.test_time_flip:
-                probs = (probs + classify.predict_probabilities(model.model, x.flip(-1))) / 2
+                probs = (probs + classify.predict_probabilities(network, x.flip(-1))) / 2
             p_abnormal = 1 - probs[:, train_classifier.NORMAL]
             ucsd, md = val.source == "ucsd", val.source == train_classifier.HU_SOURCE
             truth = val.labels != train_classifier.NORMAL
@@ -121,6 +133,7 @@ def main() -> None:
                 "ucsd_auc_covid": round(metrics.roc_auc(probs[ucsd, train_classifier.COVID],
                                                         val.labels[ucsd] == train_classifier.COVID), 4),
                 "p001_auc_abnormal": round(metrics.roc_auc(p_abnormal[md], truth[md]), 4),
+                "ucsd_training_images_auc_abnormal": round(metrics.roc_auc(p_fitted, fitted.labels != train_classifier.NORMAL), 4),
                 "train_seconds": card["training"]["train_seconds"],
             }
             fold_rows.append(row)
@@ -136,8 +149,10 @@ def main() -> None:
     patients = np.array([r["patient"] for r in images])
     named = np.array([not p.startswith("ucsd-unknown:") for p in patients])
     in_official = {split: np.array([r["official_split"] == split for r in images]) for split in ("train", "val")}
+    networks = ({"members": args.members, "seed": args.seed} if args.member is None
+                else {"members": 1, "seed": args.seed + args.member, "member_of": args.members})
     record(args.name, {
-        "recipe": {"epochs": args.epochs, "members": args.members, "seed": args.seed, "warp_interpolation": args.warp_interpolation,
+        "recipe": {"epochs": args.epochs, **networks, "warp_interpolation": args.warp_interpolation,
                    "mixup_alpha": args.mixup_alpha, "test_time_flip": args.test_time_flip,
                    **{k: list(v) if isinstance(v, tuple) else v for k, v in RECIPE.items()}},
         "folds_dealt": {"folds": args.folds, "seed": args.fold_seed},
