@@ -641,7 +641,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "layer1 and layer2 frozen, so that Grad-CAM's layers hold infection features")
     tc.add_argument("--mixup-alpha", type=float, default=0.0, metavar="A",
                     help="mixup of the label training: each batch blended with a shuffled copy of itself by "
-                    "lam ~ Beta(A, A), the loss blended alike (default 0: none, as shipped; not with --attention-weight)")
+                    "lam ~ Beta(A, A), the loss blended alike (default 0: none, as shipped; not with --attention-weight; "
+                    "tried: lower in the UCSD cross-validation, benchmarks/README.md)")
     _add_warp_argument(tc, "bilinear")
     tc.set_defaults(func=cmd_train_classifier)
 

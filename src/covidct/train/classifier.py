@@ -397,7 +397,7 @@ def train_network(
         kept): :data:`LESION_FROZEN` after :func:`pretrain_on_lesions`
     interpolation : of the augmentation's warp (:func:`augment`)
     mixup_alpha : above 0, mixup (Zhang et al. 2018): each augmented batch is blended with a
-        shuffled copy of itself, ``lam * x + (1 - lam) * x[perm]`` with one ``lam ~ Beta(alpha,
+        shuffled copy of itself, ``lam * x + (1 - lam) * x[shuffled]`` with one ``lam ~ Beta(alpha,
         alpha)`` per batch, and the loss is the same blend of the cross-entropies of both labels;
         not with guided attention
 
