@@ -46,6 +46,9 @@ from covidct.train import metrics
 #: The shipped recipe's options that every fold model shares.
 RECIPE: dict[str, Any] = {"val_studies": ("P001",), "exclude_train_sources": ("zenodo20",), "pretrain_lesions": True}
 
+#: How cards written before a recipe option existed were trained (the option's key is missing).
+BEFORE_OPTION: dict[str, Any] = {"mixup_alpha": 0.0}
+
 
 def recipe_mismatch(card: dict[str, Any], epochs: int, members: int, seed: int, warp: str, mixup_alpha: float,
                     patients: tuple[str, ...]) -> str | None:
@@ -55,8 +58,9 @@ def recipe_mismatch(card: dict[str, Any], epochs: int, members: int, seed: int, 
               "mixup_alpha": mixup_alpha, "ucsd_val_patients": sorted(patients), "val_studies": list(RECIPE["val_studies"]),
               "excluded_train_sources": list(RECIPE["exclude_train_sources"])}
     for key, value in wanted.items():
-        if training.get(key, 0.0 if key == "mixup_alpha" else None) != value:  # cards before mixup had none
-            return f"{key} {training.get(key)!r} (wanted {value!r})"
+        found = training.get(key, BEFORE_OPTION.get(key))
+        if found != value:
+            return f"{key} {found!r} (wanted {value!r})"
     if training.get("lesion_pretraining") is None:
         return "no lesion pretraining (wanted --pretrain-lesions)"
     return None

@@ -37,6 +37,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -417,6 +418,7 @@ def train_network(
     layers = localize.GRADCAM_LAYERS if guiding else ()
     # mixup's Beta draws: a generator with ``gen``'s seed (reading the seed leaves ``gen``'s draws as they are)
     mix = np.random.default_rng(gen.initial_seed()) if mixup_alpha > 0 else None
+    labels_loss = partial(F.cross_entropy, weight=loss_weights, label_smoothing=0.05)
     kept = [getattr(model, name) for name in frozen]
     for module in kept:
         module.requires_grad_(False)
@@ -438,13 +440,12 @@ def train_network(
 
         def loss_of(logits: torch.Tensor) -> torch.Tensor:
             if mix is not None:
-                return (lam * F.cross_entropy(logits, yb, weight=loss_weights, label_smoothing=0.05)
-                        + (1 - lam) * F.cross_entropy(logits, yb[other], weight=loss_weights, label_smoothing=0.05))
+                return lam * labels_loss(logits, yb) + (1 - lam) * labels_loss(logits, yb[other])
             if every_slice_classified:
-                loss = F.cross_entropy(logits, yb, weight=loss_weights, label_smoothing=0.05)
+                loss = labels_loss(logits, yb)
             else:  # the same weighted mean over the classified slices only (the branch above stays
                 # for the unguided case: its float rounding reproduces the shipped weights bit for bit)
-                ce = F.cross_entropy(logits, yb, weight=loss_weights, label_smoothing=0.05, reduction="none")
+                ce = labels_loss(logits, yb, reduction="none")
                 loss = (ce * cb).sum() / (loss_weights[yb] * cb).sum().clamp_min(1e-6)
             if guiding and gb.any():
                 # log-odds of abnormal: its gradient is log p_abnormal's (what localize explains) times
