@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from _common import record
 
-from covidct.train.metrics import bootstrap_interval, roc_auc
+from covidct.train.metrics import bootstrap_interval, roc_auc, rounded_interval
 
 
 def load_run(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -41,7 +41,7 @@ def paired(a: np.ndarray, b: np.ndarray, truth: np.ndarray, patients: np.ndarray
     interval = bootstrap_interval(lambda r: roc_auc(b[r], truth[r]) - roc_auc(a[r], truth[r]), patients)
     auc_a, auc_b = roc_auc(a, truth), roc_auc(b, truth)
     return {"auc_a": round(auc_a, 4), "auc_b": round(auc_b, 4), "b_minus_a": round(auc_b - auc_a, 4),
-            "ci95": None if interval is None else [round(v, 4) for v in interval]}
+            "ci95": rounded_interval(interval)}
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ import numpy as np
 from _common import record
 
 from covidct.train.infection import DICE_CLASSES, dice_per_image
-from covidct.train.metrics import bootstrap_interval
+from covidct.train.metrics import bootstrap_interval, rounded_interval
 
 
 def slice_counts(path: Path) -> dict[str, dict[str, list[int]]]:
@@ -59,10 +59,10 @@ def compare(a: dict[str, dict[str, list[int]]], b: dict[str, dict[str, list[int]
             "per_image_a": round(float(da.mean()), 4),
             "per_image_b": round(float(db.mean()), 4),
             "per_image_b_minus_a": round(float(diff.mean()), 4),
-            "per_image_b_minus_a_ci95": None if per_image is None else [round(v, 4) for v in per_image],
+            "per_image_b_minus_a_ci95": rounded_interval(per_image),
             "images_b_better_worse_equal": [int((diff > 0).sum()), int((diff < 0).sum()), int((diff == 0).sum())],
             "pooled_b_minus_a": round(pooled(np.arange(len(names))), 4),
-            "pooled_b_minus_a_ci95": None if pooled_ci is None else [round(v, 4) for v in pooled_ci],
+            "pooled_b_minus_a_ci95": rounded_interval(pooled_ci),
         }
     return out
 

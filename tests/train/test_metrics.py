@@ -63,3 +63,9 @@ def test_bootstrap_interval_undefined():
     # One positive in ten: a third of the resamples miss it (AUC undefined); those are dropped.
     truth, scores = np.arange(10) == 9, np.arange(10.0)
     assert metrics.bootstrap_interval(lambda rows: metrics.roc_auc(scores[rows], truth[rows]), np.arange(10)) == (1.0, 1.0)
+
+
+def test_rounded_interval_is_a_json_list_and_keeps_none():
+    assert metrics.rounded_interval((0.123456, 0.98765)) == [0.1235, 0.9877]
+    assert metrics.rounded_interval((0.123456, 0.98765), decimals=2) == [0.12, 0.99]
+    assert metrics.rounded_interval(None) is None

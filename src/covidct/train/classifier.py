@@ -740,7 +740,7 @@ def auc_interval(scores: np.ndarray, truth: np.ndarray, units: np.ndarray) -> li
     if truth.all() or not truth.any():
         return None
     interval = metrics.bootstrap_interval(lambda rows: metrics.roc_auc(scores[rows], truth[rows]), units)
-    return None if interval is None else [round(v, 4) for v in interval]
+    return metrics.rounded_interval(interval)
 
 
 def case_threshold(probs: np.ndarray, data: SliceSet, slice_threshold: float) -> dict[str, Any]:

@@ -39,7 +39,7 @@ from covidct.models import weights as model_weights
 from covidct.train.augment import random_affine_grid, random_crop, warp
 from covidct.train.data import SliceCase, TypedSlice, load_medseg, load_zenodo20
 from covidct.train.loop import fit, seed_everything
-from covidct.train.metrics import bootstrap_interval, dice
+from covidct.train.metrics import bootstrap_interval, dice, rounded_interval
 
 #: Training target for infection of unknown type (zenodo20).
 UNTYPED = 3
@@ -370,7 +370,7 @@ def summarize_medseg(counts: dict[str, dict[str, tuple[int, int, int]]]) -> dict
         dices = dice_per_image(rows)
         per_image[name] = (len(dices), round(float(np.mean(dices)), 4) if len(dices) else None)
         interval = bootstrap_interval(lambda r: float(dices[r].mean()), np.arange(len(dices)))
-        intervals[name] = None if interval is None else [round(v, 4) for v in interval]
+        intervals[name] = rounded_interval(interval)
         both = sum(s for _, s, _ in rows)
         pooled[name] = round(2 * sum(i for i, _, _ in rows) / both, 4) if both else None
     return {

@@ -121,3 +121,8 @@ def bootstrap_interval(
     tail = 100 * (1 - level) / 2
     low, high = np.percentile(values, [tail, 100 - tail])
     return float(low), float(high)
+
+
+def rounded_interval(interval: tuple[float, float] | None, decimals: int = 4) -> list[float] | None:
+    """An interval of :func:`bootstrap_interval` as a JSON-ready list, rounded; None stays None."""
+    return None if interval is None else [round(v, decimals) for v in interval]
