@@ -1,7 +1,8 @@
 """Slice classifier: 5-fold cross-validation by patient over UCSD's train and val images.
 
     python benchmarks/classifier_cv.py --cache /tmp/cls/slices.npz [--epochs 30] [--members 3] [--seed S]
-        [--warp-interpolation bilinear|bicubic] [--mixup-alpha A] [--test-time-flip] [--member K] [--folds 5] [--keep DIR [--reuse]] [--name NAME]
+        [--warp-interpolation bilinear|bicubic] [--mixup-alpha A] [--quality-augment] [--test-time-flip]
+        [--member K] [--folds 5] [--first-folds N] [--keep DIR [--reuse]] [--name NAME]
 
 The official UCSD val split (118 images, 72 patients) is the shipped classifier's estimate of
 the held-out UCSD test split; its 95 % interval is about 0.19 wide. Here UCSD's 543 train and
@@ -23,6 +24,8 @@ be compared image by image.
 image (an evaluation option: it changes no training; the shipped classifier does not flip).
 ``--member K`` (with ``--reuse``) evaluates network K (0-based) of each kept fold ensemble alone:
 the single network of seed ``--seed`` + K, as ``--members 1`` would have trained it.
+``--first-folds N`` runs folds 1-N only: a recipe stopped after N folds is compared with the
+shipped one over the same images by re-evaluating both runs' kept models with it.
 
 With ``--keep DIR --reuse``, fold models already in DIR are evaluated instead of trained again
 (their cards are checked against the recipe and fold asked for).
@@ -47,16 +50,16 @@ from covidct.train import metrics
 RECIPE: dict[str, Any] = {"val_studies": ("P001",), "exclude_train_sources": ("zenodo20",), "pretrain_lesions": True}
 
 #: How cards written before a recipe option existed were trained (the option's key is missing).
-BEFORE_OPTION: dict[str, Any] = {"mixup_alpha": 0.0}
+BEFORE_OPTION: dict[str, Any] = {"mixup_alpha": 0.0, "quality_augment": False}
 
 
 def recipe_mismatch(card: dict[str, Any], epochs: int, members: int, seed: int, warp: str, mixup_alpha: float,
-                    patients: tuple[str, ...]) -> str | None:
+                    quality_augment: bool, patients: tuple[str, ...]) -> str | None:
     """Why a kept fold model's card is not of this recipe and fold (None when it is)."""
     training = card["training"]
     wanted = {"epochs": epochs, "members": members, "seed": seed, "warp_interpolation": warp,
-              "mixup_alpha": mixup_alpha, "ucsd_val_patients": sorted(patients), "val_studies": list(RECIPE["val_studies"]),
-              "excluded_train_sources": list(RECIPE["exclude_train_sources"])}
+              "mixup_alpha": mixup_alpha, "quality_augment": quality_augment, "ucsd_val_patients": sorted(patients),
+              "val_studies": list(RECIPE["val_studies"]), "excluded_train_sources": list(RECIPE["exclude_train_sources"])}
     for key, value in wanted.items():
         found = training.get(key, BEFORE_OPTION.get(key))
         if found != value:
@@ -77,17 +80,24 @@ def main() -> None:
     parser.add_argument("--cache", help="prepared slices (.npz, as for `covidct train classifier --cache`)")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--fold-seed", type=int, default=0, help="seed of the patients' deal into folds (default 0)")
+    parser.add_argument("--first-folds", type=int, metavar="N",
+                        help="run only folds 1-N (a run stopped early, or its kept models re-evaluated): every "
+                        "figure covers those folds' images only; the folds are dealt as for all of them")
     parser.add_argument("--epochs", type=int, default=30, help="epochs of pretraining and of training (default 30, as shipped)")
     parser.add_argument("--members", type=int, default=3, help="networks per fold model (default 3, as shipped)")
     parser.add_argument("--seed", type=int, default=0, help="first training seed (default 0, as shipped)")
     parser.add_argument("--warp-interpolation", choices=("bilinear", "bicubic"), default="bilinear",
                         help="the augmentation warp's resampling (default bilinear, as shipped)")
     parser.add_argument("--mixup-alpha", type=float, default=0.0, help="mixup of the label training (default 0, as shipped)")
+    parser.add_argument("--quality-augment", action="store_true",
+                        help="add the picture-quality augmentation (resolution, display window; not shipped)")
     parser.add_argument("--member", type=int, help="with --reuse: evaluate only this network (0-based) of each "
                         "fold ensemble, the single network of seed --seed + K")
     parser.add_argument("--test-time-flip", action="store_true",
                         help="average the probabilities of each image and its mirror image (not shipped)")
     args = parse_cross_validation_arguments(parser, "classifier_cv")
+    if args.first_folds is not None and not 1 <= args.first_folds <= args.folds:
+        parser.error(f"--first-folds must be 1-{args.folds}")
     if args.member is not None and not (args.reuse and 0 <= args.member < args.members):
         parser.error(f"--member needs --reuse and a network 0-{args.members - 1}")
     everything = train_classifier.build_slice_set(DATA, args.cache, RECIPE["val_studies"])
@@ -99,12 +109,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out_dir = Path(args.keep or tmp)
         out_dir.mkdir(parents=True, exist_ok=True)
-        for k, patients in enumerate(folds, start=1):
+        for k, patients in enumerate(folds[: args.first_folds], start=1):
             stem = out_dir / f"classifier_fold{k}"
             if args.reuse:
                 model = model_weights.load(stem.with_suffix(".json"))
                 why = recipe_mismatch(model.card, args.epochs, args.members, args.seed, args.warp_interpolation,
-                                      args.mixup_alpha, patients)
+                                      args.mixup_alpha, args.quality_augment, patients)
                 if why:
                     raise SystemExit(f"{stem}.json is not this recipe's fold {k}: {why}")
                 card = model.card
@@ -112,7 +122,7 @@ def main() -> None:
                 card = train_classifier.train(
                     DATA, stem, cache=args.cache, epochs=args.epochs, members=args.members, seed=args.seed,
                     warp_interpolation=args.warp_interpolation, mixup_alpha=args.mixup_alpha,
-                    ucsd_val_patients=patients, **RECIPE)
+                    quality_augment=args.quality_augment, ucsd_val_patients=patients, **RECIPE)
                 model = model_weights.load(stem.with_suffix(".json"))
             data = train_classifier.assign_splits(everything, RECIPE["val_studies"], patients)
             val = data.subset(data.split == "val")
@@ -138,7 +148,9 @@ def main() -> None:
                                                         val.labels[ucsd] == train_classifier.COVID), 4),
                 "p001_auc_abnormal": round(metrics.roc_auc(p_abnormal[md], truth[md]), 4),
                 "ucsd_training_images_auc_abnormal": round(metrics.roc_auc(p_fitted, fitted.labels != train_classifier.NORMAL), 4),
-                "train_seconds": card["training"]["train_seconds"],
+                # a --member row's network was trained as part of its ensemble, whose time the card holds
+                ("train_seconds" if args.member is None else "ensemble_train_seconds"):
+                    card["training"]["train_seconds"],
             }
             fold_rows.append(row)
             print(row, flush=True)
@@ -157,9 +169,11 @@ def main() -> None:
                 else {"members": 1, "seed": args.seed + args.member, "member_of": args.members})
     record(args.name, {
         "recipe": {"epochs": args.epochs, **networks, "warp_interpolation": args.warp_interpolation,
-                   "mixup_alpha": args.mixup_alpha, "test_time_flip": args.test_time_flip,
+                   "mixup_alpha": args.mixup_alpha, "quality_augment": args.quality_augment,
+                   "test_time_flip": args.test_time_flip,
                    **{k: list(v) if isinstance(v, tuple) else v for k, v in RECIPE.items()}},
         "folds_dealt": {"folds": args.folds, "seed": args.fold_seed},
+        "folds_run": len(fold_rows),
         "ucsd_out_of_fold": {
             "images": len(images),
             "patients": len(set(patients.tolist())),

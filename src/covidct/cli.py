@@ -345,6 +345,7 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
             pretrain_lesions=args.pretrain_lesions,
             warp_interpolation=args.warp_interpolation,
             mixup_alpha=args.mixup_alpha,
+            quality_augment=args.quality_augment,
         )
     except ValueError as exc:  # flags that do not go together
         raise InputError(str(exc)) from None
@@ -643,6 +644,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="mixup of the label training: each batch blended with a shuffled copy of itself by "
                     "lam ~ Beta(A, A), the loss blended alike (default 0: none, as shipped; not with --attention-weight; "
                     "tried: lower in the UCSD cross-validation, benchmarks/README.md)")
+    tc.add_argument("--quality-augment", action="store_true",
+                    help="also augment the picture quality: a random loss of resolution (1-3x, p 0.5) and a narrower "
+                    "display window (p 0.5), as pictures cut from papers vary (not shipped: lower in the UCSD cross-validation, "
+                    "benchmarks/README.md)")
     _add_warp_argument(tc, "bilinear")
     tc.set_defaults(func=cmd_train_classifier)
 

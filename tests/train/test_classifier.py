@@ -54,6 +54,46 @@ def test_augment_warps_masks_with_the_images_draws():
     assert torch.allclose((out > 0.5).float(), (masks > 0.5).float())  # same warp (gamma keeps 0 and 1)
 
 
+def _lung_disc(n: int) -> torch.Tensor:
+    """(n, 1, 32, 32): a disc of noise in [0.2, 1] (the lungs), zero outside it."""
+    yy, xx = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+    disc = ((yy - 16) ** 2 + (xx - 16) ** 2 < 12**2).float()
+    return (0.2 + 0.8 * torch.rand(n, 1, 32, 32, generator=torch.Generator().manual_seed(5))) * disc
+
+
+def test_degrade_quality_keeps_the_zero_outside_the_lungs_and_the_range():
+    x = _lung_disc(6)
+    out = tc.degrade_quality(x, torch.Generator().manual_seed(0), p_resolution=1.0, p_window=1.0)
+    assert out.shape == x.shape and float(out.min()) >= 0 and float(out.max()) <= 1
+    assert not bool(out[x == 0].any())
+
+
+def test_degrade_quality_does_nothing_at_probability_zero():
+    x = _lung_disc(3)
+    assert torch.equal(tc.degrade_quality(x, torch.Generator().manual_seed(0), p_resolution=0.0, p_window=0.0), x)
+
+
+def test_degrade_quality_resolution_loss_smooths_and_window_stretches_in_order():
+    x = _lung_disc(4)
+    inside = x > 0
+    blurred = tc.degrade_quality(x, torch.Generator().manual_seed(0), p_resolution=1.0, max_factor=4.0, p_window=0.0)
+    for i in range(4):  # pixel-to-pixel variation inside the disc drops; its mean stays near
+        a, b = x[i][inside[i]], blurred[i][inside[i]]
+        assert float(b.std()) < 0.8 * float(a.std()) and abs(float(b.mean() - a.mean())) < 0.1
+    windowed = tc.degrade_quality(x, torch.Generator().manual_seed(0), p_resolution=0.0, p_window=1.0)
+    for i in range(4):  # a monotone stretch: brighter stays brighter, the contrast only grows
+        a, b = x[i][inside[i]], windowed[i][inside[i]]
+        order = torch.argsort(a)
+        assert bool((b[order].diff() >= 0).all()) and float(b.std()) > float(a.std())
+
+
+def test_augment_changes_the_picture_quality_only_when_asked():
+    x = _lung_disc(3)
+    plain = tc.augment(x, torch.Generator().manual_seed(4))
+    assert torch.equal(plain, tc.augment(x, torch.Generator().manual_seed(4), quality=False))
+    assert not torch.equal(plain, tc.augment(x, torch.Generator().manual_seed(4), quality=True))
+
+
 def _attention_case(inside: bool) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
     act = torch.zeros(1, 2, 4, 4)
     act[0, 0, :2, :2] = 1.0  # evidence in the top-left quarter, channel 0 only

@@ -236,22 +236,57 @@ def inputs(data: SliceSet, lung_masked: bool) -> torch.Tensor:
 
 
 def augment(x: torch.Tensor, gen: torch.Generator, masks: torch.Tensor | None = None,
-            interpolation: str = "bilinear") -> torch.Tensor:
+            interpolation: str = "bilinear", quality: bool = False) -> torch.Tensor:
     """Rotation ±10° (p 0.8), zoom 0.85-1.15 (p 0.5), horizontal flip (p 0.5) and a random
     shift of up to 8 % (the published random crop), then a random gamma 0.8-1.25 (p 0.5).
 
     ``interpolation`` resamples the images in the warp: "bilinear" or "bicubic" (sharper: a
     warp moves the grid by a fraction of a pixel, and bilinear interpolation smooths every
-    training image, which inference never does). With ``masks`` (N, 1, H, W), they are warped
-    (bilinear) by the same draws and returned after the images (as a tuple); the draws do not
-    depend on them.
+    training image, which inference never does). With ``quality``, :func:`degrade_quality` comes
+    between the warp and the gamma (its draws only then: without it, the draws are as before).
+    With ``masks`` (N, 1, H, W), they are warped (bilinear) by the same draws and returned after
+    the images (as a tuple); the draws do not depend on them.
     """
     grid = random_affine_grid(x.shape, gen, max_shift=0.08)
     x = warp(x, grid, mode=interpolation)
+    if quality:
+        x = degrade_quality(x, gen)
     n = x.shape[0]
     gamma = torch.where(torch.rand(n, generator=gen) < 0.5, 0.8 + 0.45 * torch.rand(n, generator=gen), torch.ones(n))
     x = x.clamp(0, 1) ** gamma[:, None, None, None]
     return x if masks is None else (x, warp(masks, grid))
+
+
+def degrade_quality(x: torch.Tensor, gen: torch.Generator, p_resolution: float = 0.5, max_factor: float = 3.0,
+                    p_window: float = 0.5) -> torch.Tensor:
+    """The picture-quality augmentation (``--quality-augment``): pictures cut from papers come
+    at many resolutions and display windows.
+
+    Per image, with probability ``p_resolution`` a loss of resolution (area-downsampled by a
+    factor uniform in 1-``max_factor``, then bilinearly upsampled back), and with probability
+    ``p_window`` a narrower display window (values ``a``-``b`` stretched to 0-1 and clipped,
+    ``a`` uniform in 0-0.15, ``b`` in 0.8-1). Pixels that were 0 (outside the lung mask) stay 0.
+
+    Parameters
+    ----------
+    x : (N, 1, H, W) float in [0, 1]
+    gen : all draws come from it
+    """
+    n, size = x.shape[0], x.shape[-2:]
+    u = torch.rand(n, 4, generator=gen)
+    factor = 1 + (max_factor - 1) * torch.rand(n, generator=gen)
+    low, high = 0.15 * u[:, 2], 0.8 + 0.2 * u[:, 3]
+    out = []
+    for i in range(n):
+        xi = x[i : i + 1]
+        if u[i, 0] < p_resolution:
+            small = [max(1, round(s / float(factor[i]))) for s in size]
+            xi = F.interpolate(F.interpolate(xi, size=small, mode="area"), size=size, mode="bilinear",
+                               align_corners=False)
+        if u[i, 1] < p_window:
+            xi = ((xi - low[i]) / (high[i] - low[i])).clamp(0, 1)
+        out.append(xi)
+    return torch.cat(out) * (x > 0)
 
 
 def attention_loss(acts: list[torch.Tensor], score: torch.Tensor, infection: torch.Tensor,
@@ -325,10 +360,12 @@ def pretrain_on_lesions(
     max_minutes: float | None = None,
     desc: str = "pretrain on lesions",
     interpolation: str = "bilinear",
+    quality_augment: bool = False,
 ) -> int:
     """Train a ResNet's stem and ``layer1``-``layer3`` in place to segment infection through a
     :class:`~covidct.models.resnet.LesionHead` (transfer learning from pixel labels), with the
-    classifier's augmentation (:func:`augment`, warping with ``interpolation``) and optimizer settings.
+    classifier's augmentation (:func:`augment`, warping with ``interpolation``, with
+    :func:`degrade_quality` if ``quality_augment``) and optimizer settings.
 
     Parameters
     ----------
@@ -344,7 +381,7 @@ def pretrain_on_lesions(
     channels = network.in_channels
 
     def batch(idx: torch.Tensor) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
-        xb, mb = augment(x[idx], gen, infection[idx], interpolation)
+        xb, mb = augment(x[idx], gen, infection[idx], interpolation, quality_augment)
         target = F.adaptive_avg_pool2d(mb, (xb.shape[-2] // 8, xb.shape[-1] // 8)).clamp(0, 1)
         return xb.expand(-1, channels, -1, -1), lambda logits: lesion_loss(logits, target)
 
@@ -378,6 +415,7 @@ def train_network(
     frozen: tuple[str, ...] = (),
     interpolation: str = "bilinear",
     mixup_alpha: float = 0.0,
+    quality_augment: bool = False,
 ) -> int:
     """Train one network in place: AdamW (weight decay 1e-2), one-cycle learning rate,
     class-weighted cross-entropy with label smoothing 0.05, :func:`augment` on every batch.
@@ -401,6 +439,7 @@ def train_network(
         shuffled copy of itself, ``lam * x + (1 - lam) * x[shuffled]`` with one ``lam ~ Beta(alpha,
         alpha)`` per batch, and the loss is the same blend of the cross-entropies of both labels;
         not with guided attention
+    quality_augment : add :func:`degrade_quality` to the augmentation
 
     Returns
     -------
@@ -428,10 +467,10 @@ def train_network(
             module.eval()
         yb, cb = y[idx], classified[idx].float()
         if guiding:
-            xb, mb = augment(x[idx], gen, infection[idx], interpolation)
+            xb, mb = augment(x[idx], gen, infection[idx], interpolation, quality_augment)
             gb = guided[idx]
         else:
-            xb = augment(x[idx], gen, interpolation=interpolation)
+            xb = augment(x[idx], gen, interpolation=interpolation, quality=quality_augment)
         if mix is not None:
             lam = float(mix.beta(mixup_alpha, mixup_alpha))
             other = torch.randperm(len(idx), generator=gen)
@@ -484,6 +523,7 @@ def train(
     warp_interpolation: str = "bilinear",
     ucsd_val_patients: tuple[str, ...] | None = None,
     mixup_alpha: float = 0.0,
+    quality_augment: bool = False,
 ) -> dict[str, Any]:
     """Train on the train split and save weights + model card at ``out_stem``.
 
@@ -521,6 +561,8 @@ def train(
     ucsd_val_patients : ucsd patients to validate on instead of the official val split (a fold of
         :func:`ucsd_patient_folds`; the other patients of train and val train); None: official splits
     mixup_alpha : mixup of the label training (:func:`train_network`); 0: none (as shipped)
+    quality_augment : add the picture-quality augmentation (:func:`degrade_quality`) to the
+        lesion pretraining and the label training; False as shipped
 
     Returns
     -------
@@ -573,11 +615,13 @@ def train(
         if pretrain_lesions:
             lesion_epochs = pretrain_on_lesions(network, lesion_x, lesion_masks, gen, epochs, batch_size, lr, bf16,
                                                 max_minutes, desc=f"pretrain on lesions{member}",
-                                                interpolation=warp_interpolation)
+                                                interpolation=warp_interpolation,
+                                                quality_augment=quality_augment)
             frozen = LESION_FROZEN
         desc = f"train classifier ({architecture}{member})"
         done = train_network(network, x_all, y_all, gen, epochs, batch_size, lr, bf16, max_minutes, desc,
-                             frozen=frozen, interpolation=warp_interpolation, mixup_alpha=mixup_alpha, **guidance)
+                             frozen=frozen, interpolation=warp_interpolation, mixup_alpha=mixup_alpha,
+                             quality_augment=quality_augment, **guidance)
         networks.append(network)
     train_s = time.monotonic() - start
     if members > 1:
@@ -637,6 +681,7 @@ def train(
             "bf16_autocast": bf16,
             "warp_interpolation": warp_interpolation,
             "mixup_alpha": mixup_alpha,
+            "quality_augment": quality_augment,
             "backbone_weights": os.path.basename(weights) if weights else None,
             "lesion_pretraining": {
                 "slices": describe(lesion_set),
