@@ -2,7 +2,8 @@
 
     python benchmarks/classifier_cv.py --cache /tmp/cls/slices.npz [--epochs 30] [--members 3] [--seed S]
         [--warp-interpolation bilinear|bicubic] [--mixup-alpha A] [--quality-augment] [--test-time-flip]
-        [--member K] [--folds 5] [--first-folds N] [--keep DIR [--reuse]] [--name NAME]
+        [--exclude-train-source covid_ct_md] [--member K] [--folds 5] [--first-folds N] [--keep DIR [--reuse]]
+        [--name NAME]
 
 The official UCSD val split (118 images, 72 patients) is the shipped classifier's estimate of
 the held-out UCSD test split; its 95 % interval is about 0.19 wide. Here UCSD's 543 train and
@@ -53,13 +54,22 @@ RECIPE: dict[str, Any] = {"val_studies": ("P001",), "exclude_train_sources": ("z
 BEFORE_OPTION: dict[str, Any] = {"mixup_alpha": 0.0, "quality_augment": False}
 
 
-def recipe_mismatch(card: dict[str, Any], epochs: int, members: int, seed: int, warp: str, mixup_alpha: float,
-                    quality_augment: bool, patients: tuple[str, ...]) -> str | None:
-    """Why a kept fold model's card is not of this recipe and fold (None when it is)."""
+def fold_recipe(args: argparse.Namespace) -> dict[str, Any]:
+    """:func:`covidct.train.classifier.train`'s arguments of every fold model but the fold: the
+    shipped recipe's (:data:`RECIPE`) with the command line's changes."""
+    return {**RECIPE, "epochs": args.epochs, "members": args.members, "seed": args.seed,
+            "warp_interpolation": args.warp_interpolation, "mixup_alpha": args.mixup_alpha,
+            "quality_augment": args.quality_augment,
+            "exclude_train_sources": RECIPE["exclude_train_sources"] + tuple(args.exclude_train_source)}
+
+
+def recipe_mismatch(card: dict[str, Any], recipe: dict[str, Any], patients: tuple[str, ...]) -> str | None:
+    """Why a kept fold model's card is not of ``recipe`` (:func:`fold_recipe`) and fold (None when it is)."""
     training = card["training"]
-    wanted = {"epochs": epochs, "members": members, "seed": seed, "warp_interpolation": warp,
-              "mixup_alpha": mixup_alpha, "quality_augment": quality_augment, "ucsd_val_patients": sorted(patients),
-              "val_studies": list(RECIPE["val_studies"]), "excluded_train_sources": list(RECIPE["exclude_train_sources"])}
+    wanted = {key: recipe[key] for key in ("epochs", "members", "seed", "warp_interpolation", "mixup_alpha",
+                                           "quality_augment")}
+    wanted.update(ucsd_val_patients=sorted(patients), val_studies=list(recipe["val_studies"]),
+                  excluded_train_sources=list(recipe["exclude_train_sources"]))
     for key, value in wanted.items():
         found = training.get(key, BEFORE_OPTION.get(key))
         if found != value:
@@ -91,6 +101,10 @@ def main() -> None:
     parser.add_argument("--mixup-alpha", type=float, default=0.0, help="mixup of the label training (default 0, as shipped)")
     parser.add_argument("--quality-augment", action="store_true",
                         help="add the picture-quality augmentation (resolution, display window; not shipped)")
+    parser.add_argument("--exclude-train-source", action="append", default=[], choices=["covid_ct_md"],
+                        help="also leave this source out of the label training (zenodo20 is, as shipped); "
+                        "covid_ct_md: cap001 and normal001, so that UCSD alone trains the labels (not shippable: "
+                        "no CAP; the lesion pretraining keeps their Normal slices)")
     parser.add_argument("--member", type=int, help="with --reuse: evaluate only this network (0-based) of each "
                         "fold ensemble, the single network of seed --seed + K")
     parser.add_argument("--test-time-flip", action="store_true",
@@ -100,6 +114,7 @@ def main() -> None:
         parser.error(f"--first-folds must be 1-{args.folds}")
     if args.member is not None and not (args.reuse and 0 <= args.member < args.members):
         parser.error(f"--member needs --reuse and a network 0-{args.members - 1}")
+    recipe = fold_recipe(args)
     everything = train_classifier.build_slice_set(DATA, args.cache, RECIPE["val_studies"])
     folds = train_classifier.ucsd_patient_folds(everything, args.folds, args.fold_seed)
     is_ucsd = everything.source == "ucsd"
@@ -113,16 +128,12 @@ def main() -> None:
             stem = out_dir / f"classifier_fold{k}"
             if args.reuse:
                 model = model_weights.load(stem.with_suffix(".json"))
-                why = recipe_mismatch(model.card, args.epochs, args.members, args.seed, args.warp_interpolation,
-                                      args.mixup_alpha, args.quality_augment, patients)
+                why = recipe_mismatch(model.card, recipe, patients)
                 if why:
                     raise SystemExit(f"{stem}.json is not this recipe's fold {k}: {why}")
                 card = model.card
             else:
-                card = train_classifier.train(
-                    DATA, stem, cache=args.cache, epochs=args.epochs, members=args.members, seed=args.seed,
-                    warp_interpolation=args.warp_interpolation, mixup_alpha=args.mixup_alpha,
-                    quality_augment=args.quality_augment, ucsd_val_patients=patients, **RECIPE)
+                card = train_classifier.train(DATA, stem, cache=args.cache, ucsd_val_patients=patients, **recipe)
                 model = model_weights.load(stem.with_suffix(".json"))
             data = train_classifier.assign_splits(everything, RECIPE["val_studies"], patients)
             val = data.subset(data.split == "val")
@@ -171,7 +182,7 @@ def main() -> None:
         "recipe": {"epochs": args.epochs, **networks, "warp_interpolation": args.warp_interpolation,
                    "mixup_alpha": args.mixup_alpha, "quality_augment": args.quality_augment,
                    "test_time_flip": args.test_time_flip,
-                   **{k: list(v) if isinstance(v, tuple) else v for k, v in RECIPE.items()}},
+                   **{k: list(v) if isinstance(v, tuple) else v for k, v in recipe.items() if k in RECIPE}},
         "folds_dealt": {"folds": args.folds, "seed": args.fold_seed},
         "folds_run": len(fold_rows),
         "ucsd_out_of_fold": {
