@@ -2,8 +2,8 @@
 
     python benchmarks/classifier_cv.py --cache /tmp/cls/slices.npz [--epochs 30] [--members 3] [--seed S]
         [--warp-interpolation bilinear|bicubic] [--mixup-alpha A] [--quality-augment] [--test-time-flip]
-        [--exclude-train-source covid_ct_md] [--member K] [--folds 5] [--first-folds N] [--keep DIR [--reuse]]
-        [--name NAME]
+        [--exclude-train-source covid_ct_md] [--no-pretrain-lesions] [--member K] [--folds 5] [--first-folds N]
+        [--keep DIR [--reuse]] [--name NAME]
 
 The official UCSD val split (118 images, 72 patients) is the shipped classifier's estimate of
 the held-out UCSD test split; its 95 % interval is about 0.19 wide. Here UCSD's 543 train and
@@ -29,7 +29,8 @@ the single network of seed ``--seed`` + K, as ``--members 1`` would have trained
 shipped one over the same images by re-evaluating both runs' kept models with it.
 
 With ``--keep DIR --reuse``, fold models already in DIR are evaluated instead of trained again
-(their cards are checked against the recipe and fold asked for).
+(their cards are checked against the recipe and fold asked for); folds missing there are
+trained (so a run stopped after some folds can be completed), as in infection_cv.py.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def fold_recipe(args: argparse.Namespace) -> dict[str, Any]:
     shipped recipe's (:data:`RECIPE`) with the command line's changes."""
     return {**RECIPE, "epochs": args.epochs, "members": args.members, "seed": args.seed,
             "warp_interpolation": args.warp_interpolation, "mixup_alpha": args.mixup_alpha,
-            "quality_augment": args.quality_augment,
+            "quality_augment": args.quality_augment, "pretrain_lesions": not args.no_pretrain_lesions,
             "exclude_train_sources": RECIPE["exclude_train_sources"] + tuple(args.exclude_train_source)}
 
 
@@ -74,8 +75,8 @@ def recipe_mismatch(card: dict[str, Any], recipe: dict[str, Any], patients: tupl
         found = training.get(key, BEFORE_OPTION.get(key))
         if found != value:
             return f"{key} {found!r} (wanted {value!r})"
-    if training.get("lesion_pretraining") is None:
-        return "no lesion pretraining (wanted --pretrain-lesions)"
+    if (training.get("lesion_pretraining") is not None) != recipe["pretrain_lesions"]:
+        return "lesion pretraining " + ("missing" if recipe["pretrain_lesions"] else "done (wanted none)")
     return None
 
 
@@ -105,6 +106,8 @@ def main() -> None:
                         help="also leave this source out of the label training (zenodo20 is, as shipped); "
                         "covid_ct_md: cap001 and normal001, so that UCSD alone trains the labels (not shippable: "
                         "no CAP; the lesion pretraining keeps their Normal slices)")
+    parser.add_argument("--no-pretrain-lesions", action="store_true",
+                        help="no lesion pretraining (shipped before it; its heat maps ignore the infection)")
     parser.add_argument("--member", type=int, help="with --reuse: evaluate only this network (0-based) of each "
                         "fold ensemble, the single network of seed --seed + K")
     parser.add_argument("--test-time-flip", action="store_true",
@@ -126,7 +129,7 @@ def main() -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
         for k, patients in enumerate(folds[: args.first_folds], start=1):
             stem = out_dir / f"classifier_fold{k}"
-            if args.reuse:
+            if args.reuse and stem.with_suffix(".json").is_file():
                 model = model_weights.load(stem.with_suffix(".json"))
                 why = recipe_mismatch(model.card, recipe, patients)
                 if why:

@@ -22,7 +22,9 @@ stages through ``layer2`` stay frozen while the labels are learnt: that is what 
 Grad-CAM evidence on the infection.
 
 Classes are weighted by inverse frequency in the loss. Augmentation follows the published
-pipeline: rotation ±10° (p 0.8), zoom (p 0.5), horizontal flip, random crop (shift).
+pipeline: rotation ±10° (p 0.8), zoom (p 0.5), horizontal flip, random crop (shift), plus a
+random gamma; ``quality_augment`` adds a loss of resolution and a narrower display window
+(:func:`degrade_quality`; tried, not shipped).
 
 The operating thresholds on p_abnormal = 1 - p(Normal) are chosen on the validation split and
 stored in the model card: ``threshold`` (Youden's J over all its slices; used for CT in HU) and
