@@ -273,6 +273,10 @@ def degrade_quality(x: torch.Tensor, gen: torch.Generator, p_resolution: float =
     ----------
     x : (N, 1, H, W) float in [0, 1]
     gen : all draws come from it
+
+    Returns
+    -------
+    (N, 1, H, W) float in [0, 1], a new tensor.
     """
     n, size = x.shape[0], x.shape[-2:]
     u = torch.rand(n, 4, generator=gen)
