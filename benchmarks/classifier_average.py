@@ -19,9 +19,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-import numpy as np
 import torch
 from _common import DATA, record
+from classifier_cv_compare import paired
 
 from covidct import classify
 from covidct.models import weights as model_weights
@@ -49,8 +49,9 @@ def main() -> None:
             raise SystemExit(f"{ref}: not trained on the official UCSD split with P001 held out")
     data = train_classifier.build_slice_set(DATA, args.cache, ("P001",))
     val = data.subset(data.split == "val")
-    x = train_classifier.inputs(val, True)
-    probs = [classify.predict_probabilities(m.model, x, bf16=False) for m in models]
+    probs = [classify.predict_probabilities(
+        m.model, train_classifier.inputs(val, bool(m.card["input"].get("lung_masked", False))), bf16=False)
+        for m in models]
     na, nb = (networks_of(m.card) for m in models)
     scores = {"a": 1 - probs[0][:, train_classifier.NORMAL], "b": 1 - probs[1][:, train_classifier.NORMAL]}
     scores["average"] = (na * scores["a"] + nb * scores["b"]) / (na + nb)
@@ -62,11 +63,8 @@ def main() -> None:
         for name, s in scores.items():
             row[name] = {"auc": round(metrics.roc_auc(s[keep], truth), 4),
                          "ci95": train_classifier.auc_interval(s[keep], truth, units)}
-        a, avg = scores["a"][keep], scores["average"][keep]
-        gain = metrics.bootstrap_interval(lambda r: metrics.roc_auc(avg[r], truth[r]) - metrics.roc_auc(a[r], truth[r]),
-                                          units)
-        row["average_minus_a"] = round(row["average"]["auc"] - row["a"]["auc"], 4)
-        row["average_minus_a_ci95"] = metrics.rounded_interval(gain)
+        gain = paired(scores["a"][keep], scores["average"][keep], truth, units)
+        row["average_minus_a"], row["average_minus_a_ci95"] = gain["b_minus_a"], gain["ci95"]
         sources[source] = row
         print(source, {k: row[k]["auc"] for k in scores}, "average - A", row["average_minus_a"],
               row["average_minus_a_ci95"], flush=True)

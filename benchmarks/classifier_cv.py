@@ -182,10 +182,8 @@ def main() -> None:
     networks = ({"members": args.members, "seed": args.seed} if args.member is None
                 else {"members": 1, "seed": args.seed + args.member, "member_of": args.members})
     record(args.name, {
-        "recipe": {"epochs": args.epochs, **networks, "warp_interpolation": args.warp_interpolation,
-                   "mixup_alpha": args.mixup_alpha, "quality_augment": args.quality_augment,
-                   "test_time_flip": args.test_time_flip,
-                   **{k: list(v) if isinstance(v, tuple) else v for k, v in recipe.items() if k in RECIPE}},
+        "recipe": {**{k: list(v) if isinstance(v, tuple) else v for k, v in recipe.items()}, **networks,
+                   "test_time_flip": args.test_time_flip},
         "folds_dealt": {"folds": args.folds, "seed": args.fold_seed},
         "folds_run": len(fold_rows),
         "ucsd_out_of_fold": {
