@@ -1,7 +1,7 @@
 """Infection U-Net: 5-fold cross-validation over the 50 MedSeg training slices.
 
     python benchmarks/infection_cv.py [--epochs N] [--width compact|wide] [--class-weights W W W] [--seed S]
-        [--warp-interpolation bicubic|bilinear] [--keep DIR [--reuse]] [--name NAME]
+        [--warp-interpolation bicubic|bilinear] [--train-folds N] [--keep DIR [--reuse]] [--name NAME]
 
 (more recipe flags: ``--help``)
 
@@ -16,6 +16,10 @@ per-slice counts are written too, so that two recipes can be compared slice by s
 (benchmarks/infection_cv_compare.py), beside the Dice of each fold model on the MedSeg slices it
 trained on (how well the recipe fits its own data). zenodo20 val is evaluated by every fold's model; its mean
 over folds is given. Fold 5 is the shipped split. Writes results/infection_cv.json.
+
+``--train-folds N`` (a learning curve) trains each fold model on only the N folds that follow
+its own (cyclically; default all the others): the slices of the folds left out are unused, like
+the guard slices, so the same slices are validated by models trained on less typed data.
 
 With ``--keep DIR --reuse``, fold models already in DIR (from an earlier run of the same recipe:
 their cards are checked against the command line) are evaluated instead of trained again.
@@ -62,10 +66,16 @@ def main() -> None:
                         default=train_infection.WARP_INTERPOLATION,
                         help="how the augmentation warp resamples the images (default: the shipped recipe's, "
                         "bicubic since 2026-12-06; bilinear before)")
+    parser.add_argument("--train-folds", type=int, metavar="N",
+                        help="train each fold model on only the N folds after its own (a learning curve; "
+                        "default: all the other folds)")
     args = parse_cross_validation_arguments(parser, "infection_cv")
+    if args.train_folds is not None and not 1 <= args.train_folds <= args.folds - 1:
+        parser.error(f"--train-folds must be 1-{args.folds - 1}")
     medseg = load_medseg(DATA)
     zenodo_val = load_zenodo20(DATA, ("val",))
-    folds = train_infection.medseg_folds([s.name for s in medseg], args.folds)
+    folds = unused_folds_as_guard(train_infection.medseg_folds([s.name for s in medseg], args.folds),
+                                  args.train_folds)
     counts: dict[bool, dict] = {False: {}, True: {}}
     zenodo: dict[bool, list[float]] = {False: [], True: []}
     fit_counts: dict[str, dict] = {}  # each fold model on its own MedSeg training slices
@@ -77,7 +87,7 @@ def main() -> None:
             stem = out_dir / f"infection_fold{k}"
             if args.reuse and stem.with_suffix(".json").is_file():
                 card = json.loads(stem.with_suffix(".json").read_text())
-                mismatch = recipe_mismatch(card, args, val)
+                mismatch = recipe_mismatch(card, args, val, guard)
                 if mismatch:
                     parser.error(f"{stem}.json is not of this recipe: {mismatch}")
             else:
@@ -108,7 +118,7 @@ def main() -> None:
                    "dice_per_image": args.dice_per_image,
                    "intensity_gamma": args.intensity_gamma, "zenodo_intensity": not args.no_zenodo_intensity,
                    "medseg_repeats": args.medseg_repeats, "warp_interpolation": args.warp_interpolation,
-                   "other settings": "train() defaults"},
+                   "train_folds": args.train_folds or args.folds - 1, "other settings": "train() defaults"},
         "pooled_over_folds": {
             ("flip" if flip else "plain"): {
                 "medseg": train_infection.summarize_medseg(counts[flip]),
@@ -125,7 +135,23 @@ def main() -> None:
     })
 
 
-def recipe_mismatch(card: dict, args: argparse.Namespace, val: tuple[str, ...]) -> str:
+def unused_folds_as_guard(
+    folds: list[tuple[tuple[str, ...], tuple[str, ...]]], train_folds: int | None
+) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
+    """``folds`` (:func:`covidct.train.infection.medseg_folds`) with each fold's guard grown by the
+    slices of the folds it does not train on when only ``train_folds`` of the others train (the
+    ``train_folds`` folds after it, cyclically); unchanged when ``train_folds`` is None."""
+    if train_folds is None:
+        return folds
+    out = []
+    for k, (val, guard) in enumerate(folds):
+        trained = {(k + j) % len(folds) for j in range(1, train_folds + 1)}
+        unused = [name for i, (names, _) in enumerate(folds) if i != k and i not in trained for name in names]
+        out.append((val, tuple(sorted(set(guard) | set(unused) - set(val), key=int))))
+    return out
+
+
+def recipe_mismatch(card: dict, args: argparse.Namespace, val: tuple[str, ...], guard: tuple[str, ...]) -> str:
     """What differs between a kept fold model's card and the recipe on the command line ("" if nothing)."""
     training = card["training"]
     wanted = {
@@ -137,6 +163,7 @@ def recipe_mismatch(card: dict, args: argparse.Namespace, val: tuple[str, ...]) 
     found = {key: training.get(key, BEFORE_OPTION.get(key)) for key in wanted}
     found["features"], wanted["features"] = card["architecture_args"]["features"], train_infection.WIDTHS[args.width]
     found["medseg_val"], wanted["medseg_val"] = training["split"]["medseg_val"], list(val)
+    found["medseg_guard"], wanted["medseg_guard"] = training["split"]["medseg_guard_unused"], list(guard)
     return ", ".join(f"{key} {found[key]!r} (wanted {wanted[key]!r})" for key in wanted if found[key] != wanted[key])
 
 
