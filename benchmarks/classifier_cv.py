@@ -3,7 +3,7 @@
     python benchmarks/classifier_cv.py --cache /tmp/cls/slices.npz [--epochs 30] [--members 3] [--seed S]
         [--warp-interpolation bilinear|bicubic] [--mixup-alpha A] [--quality-augment] [--test-time-flip]
         [--exclude-train-source covid_ct_md] [--no-pretrain-lesions] [--member K] [--folds 5] [--first-folds N]
-        [--keep DIR [--reuse]] [--name NAME]
+        [--train-folds N] [--keep DIR [--reuse]] [--name NAME]
 
 The official UCSD val split (118 images, 72 patients) is the shipped classifier's estimate of
 the held-out UCSD test split; its 95 % interval is about 0.19 wide. Here UCSD's 543 train and
@@ -19,12 +19,16 @@ patient is named (the 143 that name none are all NonCOVID). Each fold model's AU
 UCSD training images (unaugmented) says how well the recipe fits what it trained on. COVID-CT-MD's P001 stays held
 out of every fold model, so it is scored five times.
 Writes results/NAME.json with every image's out-of-fold probabilities, so that two recipes can
-be compared image by image.
+be compared image by image, and their Youden point (``abnormal_youden_threshold``: the 2-D
+pictures' threshold of the recipe refit on all of UCSD, ``covidct train classifier --all-ucsd``).
 
 ``--test-time-flip`` averages each fold model's probabilities over the image and its mirror
 image (an evaluation option: it changes no training; the shipped classifier does not flip).
 ``--member K`` (with ``--reuse``) evaluates network K (0-based) of each kept fold ensemble alone:
 the single network of seed ``--seed`` + K, as ``--members 1`` would have trained it.
+``--train-folds N`` (a learning curve) trains each fold model on the UCSD images of only the N
+folds that follow its own (cyclically; default all the others); the other folds' images are
+unused, so the same images are predicted by models trained on fewer UCSD images.
 ``--first-folds N`` runs folds 1-N only: a recipe stopped after N folds is compared with the
 shipped one over the same images by re-evaluating both runs' kept models with it.
 
@@ -52,7 +56,7 @@ from covidct.train import metrics
 RECIPE: dict[str, Any] = {"val_studies": ("P001",), "exclude_train_sources": ("zenodo20",), "pretrain_lesions": True}
 
 #: How cards written before a recipe option existed were trained (the option's key is missing).
-BEFORE_OPTION: dict[str, Any] = {"mixup_alpha": 0.0, "quality_augment": False}
+BEFORE_OPTION: dict[str, Any] = {"mixup_alpha": 0.0, "quality_augment": False, "ucsd_unused_patients": []}
 
 
 def fold_recipe(args: argparse.Namespace) -> dict[str, Any]:
@@ -64,12 +68,23 @@ def fold_recipe(args: argparse.Namespace) -> dict[str, Any]:
             "exclude_train_sources": RECIPE["exclude_train_sources"] + tuple(args.exclude_train_source)}
 
 
-def recipe_mismatch(card: dict[str, Any], recipe: dict[str, Any], patients: tuple[str, ...]) -> str | None:
+def unused_patients(folds: list[tuple[str, ...]], k: int, train_folds: int | None) -> tuple[str, ...]:
+    """The UCSD patients fold ``k`` (0-based) leaves unused when only ``train_folds`` of the other
+    folds train (the ones after it, cyclically); none when ``train_folds`` is None."""
+    if train_folds is None:
+        return ()
+    trained = {(k + j) % len(folds) for j in range(train_folds + 1)}
+    return tuple(sorted(p for i, fold in enumerate(folds) if i not in trained for p in fold))
+
+
+def recipe_mismatch(card: dict[str, Any], recipe: dict[str, Any], patients: tuple[str, ...],
+                    unused: tuple[str, ...] = ()) -> str | None:
     """Why a kept fold model's card is not of ``recipe`` (:func:`fold_recipe`) and fold (None when it is)."""
     training = card["training"]
     wanted = {key: recipe[key] for key in ("epochs", "members", "seed", "warp_interpolation", "mixup_alpha",
                                            "quality_augment")}
-    wanted.update(ucsd_val_patients=sorted(patients), val_studies=list(recipe["val_studies"]),
+    wanted.update(ucsd_val_patients=sorted(patients), ucsd_unused_patients=sorted(unused),
+                  val_studies=list(recipe["val_studies"]),
                   excluded_train_sources=list(recipe["exclude_train_sources"]))
     for key, value in wanted.items():
         found = training.get(key, BEFORE_OPTION.get(key))
@@ -112,7 +127,12 @@ def main() -> None:
                         "fold ensemble, the single network of seed --seed + K")
     parser.add_argument("--test-time-flip", action="store_true",
                         help="average the probabilities of each image and its mirror image (not shipped)")
+    parser.add_argument("--train-folds", type=int, metavar="N",
+                        help="train each fold model on the UCSD images of only the N folds after its own "
+                        "(a learning curve; default: all the other folds)")
     args = parse_cross_validation_arguments(parser, "classifier_cv")
+    if args.train_folds is not None and not 1 <= args.train_folds <= args.folds - 1:
+        parser.error(f"--train-folds must be 1-{args.folds - 1}")
     if args.first_folds is not None and not 1 <= args.first_folds <= args.folds:
         parser.error(f"--first-folds must be 1-{args.folds}")
     if args.member is not None and not (args.reuse and 0 <= args.member < args.members):
@@ -129,16 +149,18 @@ def main() -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
         for k, patients in enumerate(folds[: args.first_folds], start=1):
             stem = out_dir / f"classifier_fold{k}"
+            unused = unused_patients(folds, k - 1, args.train_folds)
             if args.reuse and stem.with_suffix(".json").is_file():
                 model = model_weights.load(stem.with_suffix(".json"))
-                why = recipe_mismatch(model.card, recipe, patients)
+                why = recipe_mismatch(model.card, recipe, patients, unused)
                 if why:
                     raise SystemExit(f"{stem}.json is not this recipe's fold {k}: {why}")
                 card = model.card
             else:
-                card = train_classifier.train(DATA, stem, cache=args.cache, ucsd_val_patients=patients, **recipe)
+                card = train_classifier.train(DATA, stem, cache=args.cache, ucsd_val_patients=patients,
+                                              ucsd_unused_patients=unused, **recipe)
                 model = model_weights.load(stem.with_suffix(".json"))
-            data = train_classifier.assign_splits(everything, RECIPE["val_studies"], patients)
+            data = train_classifier.assign_splits(everything, RECIPE["val_studies"], patients, unused)
             val = data.subset(data.split == "val")
             masked = bool(model.card["input"].get("lung_masked", False))
             x = train_classifier.inputs(val, masked)
@@ -183,7 +205,7 @@ def main() -> None:
                 else {"members": 1, "seed": args.seed + args.member, "member_of": args.members})
     record(args.name, {
         "recipe": {**{k: list(v) if isinstance(v, tuple) else v for k, v in recipe.items()}, **networks,
-                   "test_time_flip": args.test_time_flip},
+                   "test_time_flip": args.test_time_flip, "train_folds": args.train_folds or args.folds - 1},
         "folds_dealt": {"folds": args.folds, "seed": args.fold_seed},
         "folds_run": len(fold_rows),
         "ucsd_out_of_fold": {
@@ -191,6 +213,8 @@ def main() -> None:
             "patients": len(set(patients.tolist())),
             "covid_images": int(covid.sum()),
             "abnormal": auc_summary(p_abnormal, covid, patients),
+            # the pictures' threshold of a model refit on all of UCSD (covidct train classifier --all-ucsd)
+            "abnormal_youden_threshold": round(metrics.youden_threshold(p_abnormal, covid), 4),
             "covid_vs_noncovid": auc_summary(p_covid, covid, patients),
             "ci95_resampled": "patients",
             "mean_of_fold_aucs": round(float(np.mean([r["ucsd_auc_abnormal"] for r in fold_rows])), 4),

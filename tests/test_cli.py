@@ -6,6 +6,7 @@ import inspect
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -159,14 +160,21 @@ def test_classify_a_2d_image(shared_data, capsys):
     assert row["z_mm"] is None and 0.0 <= row["p_abnormal"] <= 1.0
 
 
-def test_evaluate_classifier_writes_metrics_and_roc(shared_data, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def slices_cache(tmp_path_factory) -> Path:
+    """Where the classifier evaluations of this module share their prepared slices (the first
+    one writes them)."""
+    return tmp_path_factory.mktemp("classifier") / "slices.npz"
+
+
+def test_evaluate_classifier_writes_metrics_and_roc(shared_data, slices_cache, tmp_path, capsys):
     """The shipped classifier on its validation split (ucsd official val, zenodo20 val cases,
     covid_ct_md P001): data it did not train on. The floors sit below the measured AUCs
     (0.80 and 0.89) so that they flag a broken pipeline, not noise."""
     from PIL import Image
 
     out = tmp_path / "eval"
-    assert main(["evaluate", "classifier", "--out", str(out), "--json"]) == 0
+    assert main(["evaluate", "classifier", "--out", str(out), "--cache", str(slices_cache), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert json.loads((out / "classifier_metrics.json").read_text()) == result
     assert Image.open(out / "classifier_roc.png").size[0] > 300
@@ -176,6 +184,23 @@ def test_evaluate_classifier_writes_metrics_and_roc(shared_data, tmp_path, capsy
     assert result["sources"]["covid_ct_md"]["auc_abnormal"] >= 0.80
     assert result["picture_threshold"] > result["threshold"]  # 8-bit pictures have their own operating point
     assert result["sources"]["zenodo20"]["slices"] == 76 and result["sources"]["zenodo20"]["positives"] == 76
+
+
+def test_evaluate_classifier_scores_no_picture_the_card_trained_on(shared_data, slices_cache, tmp_path, capsys):
+    """A card trained on every UCSD picture (``--all-ucsd``) gets no UCSD figure; one that held
+    out a fold of patients is scored on their pictures only."""
+    from covidct.models.weights import SHIPPED
+
+    card = json.loads((SHIPPED / "classifier.json").read_text())
+    (tmp_path / "classifier.safetensors").symlink_to(SHIPPED / "classifier.safetensors")
+    for held_out, pictures in (([], None), (["Patient 1", "Patient 2"], 2)):
+        card["training"]["ucsd_val_patients"] = held_out
+        (tmp_path / "classifier.json").write_text(json.dumps(card))
+        assert main(["evaluate", "classifier", "--weights", str(tmp_path / "classifier.json"), "--out",
+                     str(tmp_path / "eval"), "--cache", str(slices_cache), "--json"]) == 0
+        sources = json.loads(capsys.readouterr().out)["sources"]
+        assert sources["covid_ct_md"]["groups"] == ["P001"]
+        assert (sources["ucsd"]["groups"] if "ucsd" in sources else None) == pictures
 
 
 def test_evaluate_infection_uses_the_slices_the_card_held_out(shared_data, tmp_path, capsys):

@@ -346,6 +346,8 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
             warp_interpolation=args.warp_interpolation,
             mixup_alpha=args.mixup_alpha,
             quality_augment=args.quality_augment,
+            ucsd_val_patients=() if args.all_ucsd else None,
+            picture_threshold=args.picture_threshold,
         )
     except ValueError as exc:  # flags that do not go together
         raise InputError(str(exc)) from None
@@ -648,6 +650,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also augment the picture quality: a random loss of resolution (1-3x, p 0.5) and a narrower "
                     "display window (p 0.5), as pictures cut from papers vary (not shipped: lower in the UCSD cross-validation, "
                     "benchmarks/README.md)")
+    tc.add_argument("--all-ucsd", action="store_true",
+                    help="train on UCSD's official train and val images pooled, none held out (the recipe's estimate "
+                    "for pictures is then the patient cross-validation of benchmarks/classifier_cv.py); needs "
+                    "--picture-threshold")
+    tc.add_argument("--picture-threshold", type=float, metavar="T",
+                    help="with --all-ucsd: the 2-D pictures' operating threshold on p_abnormal, the Youden point of "
+                    "the recipe's cross-validated out-of-fold probabilities (results/classifier_cv.json)")
     _add_warp_argument(tc, "bilinear")
     tc.set_defaults(func=cmd_train_classifier)
 

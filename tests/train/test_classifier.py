@@ -263,6 +263,9 @@ def test_assign_splits_validates_a_fold_of_ucsd_patients_whole():
     assert list(official.split) == ["train", "val", "train", "val", "train", "val"]
     fold = tc.assign_splits(data, ("P001",), ucsd_val_patients=("a",))
     assert list(fold.split) == ["val", "train", "val", "val", "train", "val"]  # both of a's images; b trains
+    smaller = tc.assign_splits(data, ("P001",), ucsd_val_patients=("a",), ucsd_unused_patients=("b",))
+    assert list(smaller.split) == ["val", "unused", "val", "val", "train", "val"]  # b neither trains nor validates
+    assert not tc.lesion_rows(smaller)[1]
 
 
 def _first_batch(mixup_alpha: float) -> torch.Tensor:
@@ -303,3 +306,22 @@ def test_mixup_does_not_go_with_guided_attention(tmp_path):
         tc.train(tmp_path, tmp_path / "m", attention_weight=1.0, mixup_alpha=0.4)
     with pytest.raises(ValueError, match="negative"):
         tc.train(tmp_path, tmp_path / "m", mixup_alpha=-1)
+
+
+def test_all_ucsd_needs_the_pictures_threshold_and_only_it_takes_one(tmp_path):
+    import pytest
+
+    with pytest.raises(ValueError, match="picture-threshold"):
+        tc.train(tmp_path, tmp_path / "m", ucsd_val_patients=())
+    with pytest.raises(ValueError, match="picture-threshold"):
+        tc.train(tmp_path, tmp_path / "m", picture_threshold=0.9)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        tc.train(tmp_path, tmp_path / "m", ucsd_val_patients=(), picture_threshold=1.5)
+    with pytest.raises(ValueError, match="unused"):
+        tc.train(tmp_path, tmp_path / "m", ucsd_val_patients=("a",), ucsd_unused_patients=("a",))
+
+
+def test_all_ucsd_trains_every_picture_and_keeps_the_held_out_study():
+    data = _slice_set([0, 1, 0, 1, 0], ["ucsd", "ucsd", "ucsd", "covid_ct_md", "covid_ct_md"],
+                      split=["train", "val", "train", "train", "train"], group=["a", "b", "a", "P001", "normal001"])
+    assert list(tc.assign_splits(data, ("P001",), ucsd_val_patients=()).split) == ["train"] * 3 + ["val", "train"]

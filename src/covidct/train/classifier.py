@@ -143,6 +143,7 @@ def build_slice_set(
     cache: str | os.PathLike[str] | None = None,
     val_studies: tuple[str, ...] = (),
     ucsd_val_patients: tuple[str, ...] | None = None,
+    ucsd_unused_patients: tuple[str, ...] = (),
 ) -> SliceSet:
     """Prepare every labelled slice of the shared data through :func:`covidct.classify.model_input`.
 
@@ -150,25 +151,29 @@ def build_slice_set(
     zenodo20 keep their published splits; covid_ct_md studies named in ``val_studies`` are
     validation, the others training. With ``ucsd_val_patients`` (a cross-validation fold,
     :func:`ucsd_patient_folds`), ucsd's train and val images are pooled and those patients'
-    images validate instead of the official val split. With ``cache``, the prepared arrays are
+    images validate instead of the official val split; ``ucsd_unused_patients`` (a learning
+    curve's left-out folds) are in neither split. With ``cache``, the prepared arrays are
     read from / written to that ``.npz`` file (about 130 MB).
     """
-    return assign_splits(_prepare(data_dir, cache), val_studies, ucsd_val_patients)
+    return assign_splits(_prepare(data_dir, cache), val_studies, ucsd_val_patients, ucsd_unused_patients)
 
 
 def assign_splits(
-    data: SliceSet, val_studies: tuple[str, ...] = (), ucsd_val_patients: tuple[str, ...] | None = None
+    data: SliceSet, val_studies: tuple[str, ...] = (), ucsd_val_patients: tuple[str, ...] | None = None,
+    ucsd_unused_patients: tuple[str, ...] = (),
 ) -> SliceSet:
     """``data`` with its split column set as :func:`build_slice_set` describes: covid_ct_md
     studies in ``val_studies`` validate, the others train; ucsd keeps the official split unless
     ``ucsd_val_patients`` is given (then those patients validate, every other ucsd image trains);
+    ``ucsd_unused_patients``' images get the split "unused" (neither trained on nor validated);
     zenodo20 keeps its published split."""
-    split = data.split.copy()
+    split = data.split.astype("U6")  # room for "unused"
     is_md = data.source == HU_SOURCE
     split[is_md] = np.where(np.isin(data.group[is_md], list(val_studies)), "val", "train")
     if ucsd_val_patients is not None:
         is_ucsd = data.source == "ucsd"
         split[is_ucsd] = np.where(np.isin(data.group[is_ucsd], list(ucsd_val_patients)), "val", "train")
+    split[(data.source == "ucsd") & np.isin(data.group, list(ucsd_unused_patients))] = "unused"
     return SliceSet(data.images, data.masks, data.infection, data.labels, data.source, data.group, split)
 
 
@@ -528,6 +533,8 @@ def train(
     pretrain_lesions: bool = False,
     warp_interpolation: str = "bilinear",
     ucsd_val_patients: tuple[str, ...] | None = None,
+    ucsd_unused_patients: tuple[str, ...] = (),
+    picture_threshold: float | None = None,
     mixup_alpha: float = 0.0,
     quality_augment: bool = False,
 ) -> dict[str, Any]:
@@ -565,7 +572,15 @@ def train(
     warp_interpolation : how the augmentation's warp resamples the images (:func:`augment`):
         "bilinear" or "bicubic"
     ucsd_val_patients : ucsd patients to validate on instead of the official val split (a fold of
-        :func:`ucsd_patient_folds`; the other patients of train and val train); None: official splits
+        :func:`ucsd_patient_folds`; the other patients of train and val train); None: official splits;
+        ``()``: every ucsd image trains (a refit on all of UCSD, whose estimate for pictures is the
+        cross-validation of benchmarks/classifier_cv.py)
+    ucsd_unused_patients : ucsd patients neither trained on nor validated (a learning curve: the
+        recipe trained on less data); none as shipped
+    picture_threshold : the 8-bit pictures' operating threshold when no validation picture is
+        left to choose it on (``ucsd_val_patients=()``): the Youden point of the recipe's
+        cross-validated out-of-fold probabilities (benchmarks/classifier_cv.py); None: chosen on
+        the validation pictures
     mixup_alpha : mixup of the label training (:func:`train_network`); 0: none (as shipped)
     quality_augment : add the picture-quality augmentation (:func:`degrade_quality`) to the
         lesion pretraining and the label training; False as shipped
@@ -591,7 +606,15 @@ def train(
     if pretrain_lesions and architecture != "CompactResNet":
         raise ValueError("--pretrain-lesions applies to --arch CompactResNet only")
     bf16 = model_weights.bf16_inference() if bf16 is None else bf16
-    data = build_slice_set(data_dir, cache, val_studies, ucsd_val_patients)
+    if set(ucsd_unused_patients) & set(ucsd_val_patients or ()):
+        raise ValueError("a ucsd patient cannot both validate and be unused")
+    all_ucsd = ucsd_val_patients is not None and not ucsd_val_patients
+    if (picture_threshold is not None) != all_ucsd:
+        raise ValueError("--picture-threshold goes with --all-ucsd, and --all-ucsd needs it: "
+                         "no validation picture is left to choose the pictures' threshold on")
+    if picture_threshold is not None and not 0 < picture_threshold < 1:
+        raise ValueError("--picture-threshold must lie between 0 and 1")
+    data = build_slice_set(data_dir, cache, val_studies, ucsd_val_patients, ucsd_unused_patients)
     if pretrain_lesions:  # before the exclusion: zenodo20's masks serve even when its labels do not
         lesion_set = data.subset(lesion_rows(data))
         lesion_x = inputs(lesion_set, lung_masked)
@@ -642,7 +665,14 @@ def train(
     # the pooled Youden point moved 0.856 -> 0.825 (a flat stretch of the ROC).
     probs = classify.predict_probabilities(model, inputs(val_set, lung_masked), bf16=False)
     threshold = metrics.youden_threshold(1 - probs[:, NORMAL], val_set.labels != NORMAL)
-    picture_threshold = _picture_threshold(probs, val_set)
+    picture_rule = ("Youden's J on p_abnormal over the validation 8-bit pictures with both classes "
+                    "(ucsd val; used for 2-D pictures, whose input path is calibrated differently)")
+    if picture_threshold is None:
+        picture_threshold = _picture_threshold(probs, val_set)
+    else:
+        picture_rule = ("given: Youden's J on p_abnormal over the recipe's cross-validated out-of-fold ucsd "
+                        "probabilities (benchmarks/classifier_cv.py), as every ucsd picture trained this model; "
+                        "used for 2-D pictures")
     card = {
         "name": Path(out_stem).name,
         "task": "slice classification: Normal / COVID-19 / CAP; p_abnormal = 1 - p(Normal)",
@@ -661,16 +691,17 @@ def train(
         "threshold": round(threshold, 4),
         "threshold_rule": "Youden's J on p_abnormal over the validation split (used for CT in HU)",
         "picture_threshold": None if picture_threshold is None else round(picture_threshold, 4),
-        "picture_threshold_rule": "Youden's J on p_abnormal over the validation 8-bit pictures with both classes "
-        "(ucsd val; used for 2-D pictures, whose input path is calibrated differently)",
+        "picture_threshold_rule": picture_rule,
         "case_threshold": case_threshold(probs, val_set, round(threshold, 4)),
         "training": {
             "data": ("ucsd_covid_ct official train/val" if ucsd_val_patients is None else
+                     "ucsd_covid_ct train and val pooled, all training" if all_ucsd else
                      "ucsd_covid_ct train and val pooled, the ucsd_val_patients validating")
             + " (Zhao et al. 2020, research use); zenodo20_slices "
             "(Ma et al., CC BY-NC-SA 4.0) cases.csv split; covid_ct_md (Afshar et al. 2021, CC BY 4.0)",
             "val_studies": list(val_studies),
             "ucsd_val_patients": None if ucsd_val_patients is None else sorted(ucsd_val_patients),
+            "ucsd_unused_patients": sorted(ucsd_unused_patients),
             "excluded_train_sources": list(exclude_train_sources),
             "attention_weight": attention_weight,
             "attention_only_sources": list(attention_only_sources) if attention_weight > 0 else [],
@@ -840,16 +871,19 @@ def evaluate(
     val_studies: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
     """Evaluate a classifier on the validation split (covid_ct_md studies: ``val_studies``,
-    default those the model card names as not trained on); write ``classifier_metrics.json`` and
+    default those the model card names as not trained on; ucsd: the card's split, so a model
+    trained on every ucsd picture is evaluated on none); write ``classifier_metrics.json`` and
     ``classifier_roc.png`` into ``out_dir``. Returns the metrics."""
     import json
 
     from covidct.report.figures import roc_figure
 
+    training = model.card["training"]
     if val_studies is None:
-        val_studies = tuple(model.card["training"].get("val_studies", ()))
-
-    data = build_slice_set(data_dir, cache, val_studies)
+        val_studies = tuple(training.get("val_studies", ()))
+    ucsd_val = training.get("ucsd_val_patients")  # never a picture the model trained on
+    data = build_slice_set(data_dir, cache, val_studies, None if ucsd_val is None else tuple(ucsd_val),
+                           tuple(training.get("ucsd_unused_patients", ())))
     val_set = data.subset(data.split == "val")
     x = inputs(val_set, bool(model.card["input"].get("lung_masked", False)))
     start = time.monotonic()
