@@ -66,8 +66,13 @@ def fold_models_arguments(doc: str | None, default_name: str) -> argparse.Namesp
 
 
 def parse_cross_validation_arguments(parser: argparse.ArgumentParser, default_name: str) -> argparse.Namespace:
-    """Add the options every cross-validation script shares (``--keep DIR [--reuse]``, ``--name``),
-    parse the command line, check that ``--reuse`` comes with ``--keep``; sets 2 torch threads."""
+    """Add the options every cross-validation script shares (``--train-folds N``, ``--keep DIR
+    [--reuse]``, ``--name``; the script has ``--folds``), parse the command line, check that
+    ``--reuse`` comes with ``--keep`` and that ``--train-folds`` is 1 to ``--folds`` - 1 (default:
+    all the other folds); sets 2 torch threads."""
+    parser.add_argument("--train-folds", type=int, metavar="N",
+                        help="train each fold model on only the N folds after its own, cyclically (a learning "
+                        "curve: the other folds' data unused; default: all the other folds)")
     parser.add_argument("--keep", help="folder to keep each fold's weights in (default: a temporary one)")
     parser.add_argument("--reuse", action="store_true",
                         help="evaluate the fold models already in --keep (of the same recipe) instead of training them")
@@ -75,5 +80,17 @@ def parse_cross_validation_arguments(parser: argparse.ArgumentParser, default_na
     args = parser.parse_args()
     if args.reuse and not args.keep:
         parser.error("--reuse needs --keep DIR")
+    if args.train_folds is None:
+        args.train_folds = args.folds - 1
+    elif not 1 <= args.train_folds <= args.folds - 1:
+        parser.error(f"--train-folds must be 1-{args.folds - 1}")
     torch.set_num_threads(2)
     return args
+
+
+def unused_folds(n_folds: int, k: int, train_folds: int) -> list[int]:
+    """The folds (0-based) that fold ``k``'s model neither validates nor trains on when it trains
+    on the ``train_folds`` folds after its own, cyclically (``--train-folds``); none when
+    ``train_folds`` is ``n_folds - 1``."""
+    used = {(k + j) % n_folds for j in range(train_folds + 1)}
+    return [i for i in range(n_folds) if i not in used]

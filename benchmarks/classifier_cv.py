@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import DATA, parse_cross_validation_arguments, record
+from _common import DATA, parse_cross_validation_arguments, record, unused_folds
 
 from covidct import classify
 from covidct.models import weights as model_weights
@@ -68,13 +68,10 @@ def fold_recipe(args: argparse.Namespace) -> dict[str, Any]:
             "exclude_train_sources": RECIPE["exclude_train_sources"] + tuple(args.exclude_train_source)}
 
 
-def unused_patients(folds: list[tuple[str, ...]], k: int, train_folds: int | None) -> tuple[str, ...]:
+def unused_patients(folds: list[tuple[str, ...]], k: int, train_folds: int) -> tuple[str, ...]:
     """The UCSD patients fold ``k`` (0-based) leaves unused when only ``train_folds`` of the other
-    folds train (the ones after it, cyclically); none when ``train_folds`` is None."""
-    if train_folds is None:
-        return ()
-    trained = {(k + j) % len(folds) for j in range(train_folds + 1)}
-    return tuple(sorted(p for i, fold in enumerate(folds) if i not in trained for p in fold))
+    folds train (:func:`_common.unused_folds`)."""
+    return tuple(sorted(p for i in unused_folds(len(folds), k, train_folds) for p in folds[i]))
 
 
 def recipe_mismatch(card: dict[str, Any], recipe: dict[str, Any], patients: tuple[str, ...],
@@ -127,12 +124,7 @@ def main() -> None:
                         "fold ensemble, the single network of seed --seed + K")
     parser.add_argument("--test-time-flip", action="store_true",
                         help="average the probabilities of each image and its mirror image (not shipped)")
-    parser.add_argument("--train-folds", type=int, metavar="N",
-                        help="train each fold model on the UCSD images of only the N folds after its own "
-                        "(a learning curve; default: all the other folds)")
     args = parse_cross_validation_arguments(parser, "classifier_cv")
-    if args.train_folds is not None and not 1 <= args.train_folds <= args.folds - 1:
-        parser.error(f"--train-folds must be 1-{args.folds - 1}")
     if args.first_folds is not None and not 1 <= args.first_folds <= args.folds:
         parser.error(f"--first-folds must be 1-{args.folds}")
     if args.member is not None and not (args.reuse and 0 <= args.member < args.members):
@@ -205,7 +197,7 @@ def main() -> None:
                 else {"members": 1, "seed": args.seed + args.member, "member_of": args.members})
     record(args.name, {
         "recipe": {**{k: list(v) if isinstance(v, tuple) else v for k, v in recipe.items()}, **networks,
-                   "test_time_flip": args.test_time_flip, "train_folds": args.train_folds or args.folds - 1},
+                   "test_time_flip": args.test_time_flip, "train_folds": args.train_folds},
         "folds_dealt": {"folds": args.folds, "seed": args.fold_seed},
         "folds_run": len(fold_rows),
         "ucsd_out_of_fold": {

@@ -33,7 +33,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from _common import DATA, parse_cross_validation_arguments, record
+from _common import DATA, parse_cross_validation_arguments, record, unused_folds
 
 from covidct.infection import load_infection_model
 from covidct.train import infection as train_infection
@@ -66,12 +66,7 @@ def main() -> None:
                         default=train_infection.WARP_INTERPOLATION,
                         help="how the augmentation warp resamples the images (default: the shipped recipe's, "
                         "bicubic since 2026-12-06; bilinear before)")
-    parser.add_argument("--train-folds", type=int, metavar="N",
-                        help="train each fold model on only the N folds after its own (a learning curve; "
-                        "default: all the other folds)")
     args = parse_cross_validation_arguments(parser, "infection_cv")
-    if args.train_folds is not None and not 1 <= args.train_folds <= args.folds - 1:
-        parser.error(f"--train-folds must be 1-{args.folds - 1}")
     medseg = load_medseg(DATA)
     zenodo_val = load_zenodo20(DATA, ("val",))
     folds = unused_folds_as_guard(train_infection.medseg_folds([s.name for s in medseg], args.folds),
@@ -118,7 +113,7 @@ def main() -> None:
                    "dice_per_image": args.dice_per_image,
                    "intensity_gamma": args.intensity_gamma, "zenodo_intensity": not args.no_zenodo_intensity,
                    "medseg_repeats": args.medseg_repeats, "warp_interpolation": args.warp_interpolation,
-                   "train_folds": args.train_folds or args.folds - 1, "other settings": "train() defaults"},
+                   "train_folds": args.train_folds, "other settings": "train() defaults"},
         "pooled_over_folds": {
             ("flip" if flip else "plain"): {
                 "medseg": train_infection.summarize_medseg(counts[flip]),
@@ -136,18 +131,15 @@ def main() -> None:
 
 
 def unused_folds_as_guard(
-    folds: list[tuple[tuple[str, ...], tuple[str, ...]]], train_folds: int | None
+    folds: list[tuple[tuple[str, ...], tuple[str, ...]]], train_folds: int
 ) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
     """``folds`` (:func:`covidct.train.infection.medseg_folds`) with each fold's guard grown by the
-    slices of the folds it does not train on when only ``train_folds`` of the others train (the
-    ``train_folds`` folds after it, cyclically); unchanged when ``train_folds`` is None."""
-    if train_folds is None:
-        return folds
+    slices of the folds it does not train on when only ``train_folds`` of the others train
+    (:func:`_common.unused_folds`); unchanged when all the others train."""
     out = []
     for k, (val, guard) in enumerate(folds):
-        trained = {(k + j) % len(folds) for j in range(1, train_folds + 1)}
-        unused = [name for i, (names, _) in enumerate(folds) if i != k and i not in trained for name in names]
-        out.append((val, tuple(sorted(set(guard) | set(unused) - set(val), key=int))))
+        unused = {name for i in unused_folds(len(folds), k, train_folds) for name in folds[i][0]}
+        out.append((val, tuple(sorted(set(guard) | unused, key=int)) if unused else guard))
     return out
 
 

@@ -665,10 +665,10 @@ def train(
     # the pooled Youden point moved 0.856 -> 0.825 (a flat stretch of the ROC).
     probs = classify.predict_probabilities(model, inputs(val_set, lung_masked), bf16=False)
     threshold = metrics.youden_threshold(1 - probs[:, NORMAL], val_set.labels != NORMAL)
-    picture_rule = ("Youden's J on p_abnormal over the validation 8-bit pictures with both classes "
-                    "(ucsd val; used for 2-D pictures, whose input path is calibrated differently)")
     if picture_threshold is None:
         picture_threshold = _picture_threshold(probs, val_set)
+        picture_rule = ("Youden's J on p_abnormal over the validation 8-bit pictures with both classes "
+                        "(ucsd val; used for 2-D pictures, whose input path is calibrated differently)")
     else:
         picture_rule = ("given: Youden's J on p_abnormal over the recipe's cross-validated out-of-fold ucsd "
                         "probabilities (benchmarks/classifier_cv.py), as every ucsd picture trained this model; "
