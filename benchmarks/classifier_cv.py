@@ -56,7 +56,8 @@ from covidct.train import metrics
 RECIPE: dict[str, Any] = {"val_studies": ("P001",), "exclude_train_sources": ("zenodo20",), "pretrain_lesions": True}
 
 #: How cards written before a recipe option existed were trained (the option's key is missing).
-BEFORE_OPTION: dict[str, Any] = {"mixup_alpha": 0.0, "quality_augment": False, "ucsd_unused_patients": []}
+BEFORE_OPTION: dict[str, Any] = {"mixup_alpha": 0.0, "quality_augment": False, "ucsd_unused_patients": [],
+                                 "layer3_lr_factor": 1.0}
 
 
 def fold_recipe(args: argparse.Namespace) -> dict[str, Any]:
@@ -65,6 +66,7 @@ def fold_recipe(args: argparse.Namespace) -> dict[str, Any]:
     return {**RECIPE, "epochs": args.epochs, "members": args.members, "seed": args.seed,
             "warp_interpolation": args.warp_interpolation, "mixup_alpha": args.mixup_alpha,
             "quality_augment": args.quality_augment, "pretrain_lesions": not args.no_pretrain_lesions,
+            "layer3_lr_factor": args.layer3_lr_factor,
             "exclude_train_sources": RECIPE["exclude_train_sources"] + tuple(args.exclude_train_source)}
 
 
@@ -79,7 +81,7 @@ def recipe_mismatch(card: dict[str, Any], recipe: dict[str, Any], patients: tupl
     """Why a kept fold model's card is not of ``recipe`` (:func:`fold_recipe`) and fold (None when it is)."""
     training = card["training"]
     wanted = {key: recipe[key] for key in ("epochs", "members", "seed", "warp_interpolation", "mixup_alpha",
-                                           "quality_augment")}
+                                           "quality_augment", "layer3_lr_factor")}
     wanted.update(ucsd_val_patients=sorted(patients), ucsd_unused_patients=sorted(unused),
                   val_studies=list(recipe["val_studies"]),
                   excluded_train_sources=list(recipe["exclude_train_sources"]))
@@ -118,6 +120,9 @@ def main() -> None:
                         help="also leave this source out of the label training (zenodo20 is, as shipped); "
                         "covid_ct_md: cap001 and normal001, so that UCSD alone trains the labels (not shippable: "
                         "no CAP; the lesion pretraining keeps their Normal slices)")
+    parser.add_argument("--layer3-lr-factor", type=float, default=1.0,
+                        help="the lesion-pretrained layer3 learns the labels at this factor of the learning rate "
+                        "(default 1, as shipped)")
     parser.add_argument("--no-pretrain-lesions", action="store_true",
                         help="no lesion pretraining (shipped before it; its heat maps ignore the infection)")
     parser.add_argument("--member", type=int, help="with --reuse: evaluate only this network (0-based) of each "

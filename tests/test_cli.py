@@ -256,3 +256,11 @@ def test_demo_analyzes_the_phantom(tmp_path, capsys):
     assert report["input"]["shape_zyx"] == [96, 256, 256]
     assert report["scores"]["lung_volume_ml"]["total"] > 1000
     assert (out / "overview3d.png").stat().st_size > 1000
+
+
+def test_train_classifier_layer3_lr_factor_without_pretraining_is_one_line_exit_2(tmp_path, capsys):
+    out = tmp_path / "classifier"
+    assert main(["train", "classifier", "--data", str(tmp_path), "--out", str(out), "--layer3-lr-factor", "0.1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--pretrain-lesions" in err[0]
+    assert not list(tmp_path.glob("classifier*"))  # nothing written

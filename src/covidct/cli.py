@@ -346,6 +346,7 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
             warp_interpolation=args.warp_interpolation,
             mixup_alpha=args.mixup_alpha,
             quality_augment=args.quality_augment,
+            layer3_lr_factor=args.layer3_lr_factor,
             ucsd_val_patients=() if args.all_ucsd else None,
             picture_threshold=args.picture_threshold,
         )
@@ -650,6 +651,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also augment the picture quality: a random loss of resolution (1-3x, p 0.5) and a narrower "
                     "display window (p 0.5), as pictures cut from papers vary (not shipped: lower in the UCSD cross-validation, "
                     "benchmarks/README.md)")
+    tc.add_argument("--layer3-lr-factor", type=float, default=1.0, metavar="F",
+                    help="with --pretrain-lesions: the lesion-pretrained layer3 learns the labels at F times --lr "
+                    "(0 < F <= 1; default 1, as shipped), so that it keeps more of its infection features")
     tc.add_argument("--all-ucsd", action="store_true",
                     help="train on UCSD's official train and val images pooled, none held out (the recipe's estimate "
                     "for pictures is then the patient cross-validation of benchmarks/classifier_cv.py); needs "

@@ -137,6 +137,16 @@ def test_pretrain_lesions_needs_the_compact_network(tmp_path):
         tc.train(tmp_path, tmp_path / "m", architecture="ResNet50", pretrain_lesions=True)
 
 
+def test_layer3_lr_factor_needs_lesion_pretraining_and_a_factor_in_range(tmp_path):
+    import pytest
+
+    with pytest.raises(ValueError, match="pretrain-lesions"):
+        tc.train(tmp_path, tmp_path / "m", layer3_lr_factor=0.1)
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match=r"\(0, 1\]"):
+            tc.train(tmp_path, tmp_path / "m", pretrain_lesions=True, layer3_lr_factor=bad)
+
+
 def test_lesion_rows_are_training_slices_with_a_mask_or_normal():
     data = _slice_set([0, 1, 1, 2, 0], ["ucsd", "ucsd", "zenodo20", "covid_ct_md", "ucsd"], split="train")
     data.infection[2, 3, 3] = True

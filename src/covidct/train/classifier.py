@@ -427,6 +427,7 @@ def train_network(
     interpolation: str = "bilinear",
     mixup_alpha: float = 0.0,
     quality_augment: bool = False,
+    lr_factors: dict[str, float] | None = None,
 ) -> int:
     """Train one network in place: AdamW (weight decay 1e-2), one-cycle learning rate,
     class-weighted cross-entropy with label smoothing 0.05, :func:`augment` on every batch.
@@ -451,6 +452,7 @@ def train_network(
         alpha)`` per batch, and the loss is the same blend of the cross-entropies of both labels;
         not with guided attention
     quality_augment : add :func:`degrade_quality` to the augmentation
+    lr_factors : module name -> factor on ``lr`` (:func:`covidct.train.loop.fit`)
 
     Returns
     -------
@@ -508,7 +510,7 @@ def train_network(
 
     with localize.recorded_activations(model, layers) as acts:
         done, _ = fit(model, torch.arange(len(x)), batch, gen, epochs, batch_size, lr, bf16, max_minutes, desc,
-                      **FIT_SETTINGS)
+                      lr_factors=lr_factors, **FIT_SETTINGS)
     return done
 
 
@@ -537,6 +539,7 @@ def train(
     picture_threshold: float | None = None,
     mixup_alpha: float = 0.0,
     quality_augment: bool = False,
+    layer3_lr_factor: float = 1.0,
 ) -> dict[str, Any]:
     """Train on the train split and save weights + model card at ``out_stem``.
 
@@ -584,6 +587,9 @@ def train(
     mixup_alpha : mixup of the label training (:func:`train_network`); 0: none (as shipped)
     quality_augment : add the picture-quality augmentation (:func:`degrade_quality`) to the
         lesion pretraining and the label training; False as shipped
+    layer3_lr_factor : with ``pretrain_lesions``: the lesion-pretrained ``layer3`` (the coarser
+        Grad-CAM layer, which the label training does not freeze) learns the labels at this
+        factor of ``lr`` (0 < factor <= 1; 1 as shipped)
 
     Returns
     -------
@@ -605,6 +611,10 @@ def train(
         raise ValueError("--mixup-alpha does not go with --attention-weight (a blended slice has no one infection mask)")
     if pretrain_lesions and architecture != "CompactResNet":
         raise ValueError("--pretrain-lesions applies to --arch CompactResNet only")
+    if not 0 < layer3_lr_factor <= 1:
+        raise ValueError("--layer3-lr-factor must lie in (0, 1]")
+    if layer3_lr_factor != 1 and not pretrain_lesions:
+        raise ValueError("--layer3-lr-factor needs --pretrain-lesions (it slows the pretrained layer3)")
     bf16 = model_weights.bf16_inference() if bf16 is None else bf16
     if set(ucsd_unused_patients) & set(ucsd_val_patients or ()):
         raise ValueError("a ucsd patient cannot both validate and be unused")
@@ -647,10 +657,11 @@ def train(
                                                 interpolation=warp_interpolation,
                                                 quality_augment=quality_augment)
             frozen = LESION_FROZEN
+        lr_factors = {"layer3": layer3_lr_factor} if layer3_lr_factor != 1 else None
         desc = f"train classifier ({architecture}{member})"
         done = train_network(network, x_all, y_all, gen, epochs, batch_size, lr, bf16, max_minutes, desc,
                              frozen=frozen, interpolation=warp_interpolation, mixup_alpha=mixup_alpha,
-                             quality_augment=quality_augment, **guidance)
+                             quality_augment=quality_augment, lr_factors=lr_factors, **guidance)
         networks.append(network)
     train_s = time.monotonic() - start
     if members > 1:
@@ -719,6 +730,7 @@ def train(
             "warp_interpolation": warp_interpolation,
             "mixup_alpha": mixup_alpha,
             "quality_augment": quality_augment,
+            "layer3_lr_factor": layer3_lr_factor,
             "backbone_weights": os.path.basename(weights) if weights else None,
             "lesion_pretraining": {
                 "slices": describe(lesion_set),

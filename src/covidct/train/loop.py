@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from typing import Any
 
 from tqdm import tqdm
 
@@ -40,6 +41,19 @@ def train_step(
     return float(loss.detach().item())
 
 
+def parameter_groups(model: torch.nn.Module, lr: float, lr_factors: dict[str, float]) -> list[dict[str, Any]]:
+    """AdamW parameter groups: one per module named in ``lr_factors`` (its parameters at ``lr``
+    times the factor), then all other parameters at ``lr``; empty groups are dropped."""
+    unknown = set(lr_factors) - {name for name, _ in model.named_children()}
+    if unknown:
+        raise ValueError(f"no module {sorted(unknown)} in the network")
+    named = [(getattr(model, name), lr * factor) for name, factor in lr_factors.items()]
+    taken = {id(p) for module, _ in named for p in module.parameters()}
+    groups = [{"params": list(module.parameters()), "lr": group_lr} for module, group_lr in named]
+    groups.append({"params": [p for p in model.parameters() if id(p) not in taken], "lr": lr})
+    return [g for g in groups if g["params"]]
+
+
 def fit(
     model: torch.nn.Module,
     items: torch.Tensor,
@@ -54,6 +68,7 @@ def fit(
     weight_decay: float = 1e-4,
     warmup: float = 0.1,
     min_batch: int = 1,
+    lr_factors: dict[str, float] | None = None,
 ) -> tuple[int, float]:
     """Train in place: AdamW, one-cycle learning rate, each epoch over ``items`` in a random
     order, in batches of ``batch_size``.
@@ -67,14 +82,18 @@ def fit(
     weight_decay : AdamW's
     warmup : fraction of the steps the one-cycle schedule spends rising
     min_batch : shorter batches (the last one of an epoch) are skipped; 2 for batch norm
+    lr_factors : module name -> factor on ``lr`` for that module's parameters (discriminative
+        fine-tuning: a pretrained module learns more slowly than the new ones); others get ``lr``
 
     Returns
     -------
     (epochs done, seconds)
     """
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    groups = parameter_groups(model, lr, lr_factors or {})
+    optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
     steps = epochs * math.ceil(len(items) / batch_size)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=warmup)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in groups], total_steps=steps,
+                                                    pct_start=warmup)
     start, done = time.monotonic(), 0
     bar = tqdm(range(epochs), desc=desc, unit="epoch", disable=None)
     for _ in bar:
