@@ -1,7 +1,7 @@
 """Slice classifier: 5-fold cross-validation by patient over UCSD's train and val images.
 
     python benchmarks/classifier_cv.py --cache /tmp/cls/slices.npz [--epochs 30] [--members 3] [--seed S]
-        [--warp-interpolation bilinear|bicubic] [--mixup-alpha A] [--quality-augment] [--test-time-flip]
+        [--warp-interpolation bilinear|bicubic] [--mixup-alpha A] [--quality-augment] [--layer3-lr-factor F] [--test-time-flip]
         [--exclude-train-source covid_ct_md] [--no-pretrain-lesions] [--member K] [--folds 5] [--first-folds N]
         [--train-folds N] [--keep DIR [--reuse]] [--name NAME]
 

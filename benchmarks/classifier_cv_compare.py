@@ -14,6 +14,8 @@ one ensemble of all the networks outputs (:class:`covidct.models.resnet.CompactR
 averages its members' probabilities). E.g. A = the shipped 3 networks (seeds 0-2) and B =
 ``--members 2 --seed 3`` give the 5-network ensemble against the 3.
 
+A run stopped after some folds (``--first-folds``) is compared over the folds both runs have.
+
 Writes results/NAME.json (default: classifier_cv_compare_A_B, or ..._A_merged_B).
 """
 
@@ -54,13 +56,15 @@ def main() -> None:
     (info_a, rows_a), (info_b, rows_b) = load_run(args.a), load_run(args.b)
     if info_a["folds_dealt"] != info_b["folds_dealt"]:
         raise SystemExit(f"the runs dealt different folds: {info_a['folds_dealt']} vs {info_b['folds_dealt']}")
+    folds = sorted({r["fold"] for r in rows_a} & {r["fold"] for r in rows_b})  # a run stopped early (--first-folds)
+    rows_a, rows_b = ([r for r in rows if r["fold"] in folds] for rows in (rows_a, rows_b))
     key = [(r["fold"], r["patient"], r["covid"]) for r in rows_a]
     if key != [(r["fold"], r["patient"], r["covid"]) for r in rows_b]:
         raise SystemExit("the runs' images differ (fold, patient or label, row by row)")
     truth = np.array([r["covid"] for r in rows_a])
     patients = np.array([r["patient"] for r in rows_a])
     out: dict[str, Any] = {"a": {"file": args.a.name, **info_a}, "b": {"file": args.b.name, **info_b},
-                           "merged": args.merge, "images": len(rows_a), "patients": len(set(patients.tolist())),
+                           "merged": args.merge, "folds": folds, "images": len(rows_a), "patients": len(set(patients.tolist())),
                            "ci95_resampled": "patients, the same for both runs"}
     for score in ("p_abnormal", "p_covid"):
         a = np.array([r[score] for r in rows_a])

@@ -25,12 +25,16 @@ A map that is zero everywhere (the gradient-weighted activations are negative th
 no maximum: such slices are counted (``empty_maps``) and enter ``pointing_all`` as misses; the
 other figures are over the slices with a map.
 
+For an ensemble the same figures are also given for each of its networks alone (``members``):
+its maps are the members' maps averaged per layer, and members differ a lot.
+
 Writes results/localization.json.
 """
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 import numpy as np
 import torch
@@ -86,6 +90,22 @@ def _summary(values: dict[str, list[float]]) -> dict[str, float]:
             "enrichment_median": round(float(np.median(values["enrichment"])), 3) if n else None}
 
 
+def _localization(network: torch.nn.Module, masked: bool,
+                  cases: list[tuple[str, str, np.ndarray, np.ndarray, np.ndarray]]) -> dict[str, Any]:
+    """The summaries of one network's maps: zenodo20 val pooled and per case, MedSeg."""
+    per_source: dict[str, dict[str, list[float]]] = {}
+    zenodo_cases = {}
+    for source, case_id, images, lung, infection in cases:
+        per = _measure(network, masked, images, lung, infection)
+        pooled = per_source.setdefault(source, {k: [] for k in (*METRICS, EMPTY)})
+        for k, v in per.items():
+            pooled[k].extend(v)
+        if source == "zenodo20":
+            zenodo_cases[case_id] = _summary(per)
+    return {"zenodo20_val": {"pooled": _summary(per_source["zenodo20"]), "per_case": zenodo_cases},
+            "medseg": _summary(per_source["medseg"])}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--weights", help="model card of another classifier network (default: the shipped one)")
@@ -94,15 +114,10 @@ def main() -> None:
     torch.set_num_threads(2)
     loaded = classify.load_classifier(args.weights or "classifier")
     masked = bool(loaded.card["input"].get("lung_masked", False))
-    per_source: dict[str, dict[str, list[float]]] = {}
-    zenodo_cases = {}
-    for source, case_id, images, lung, infection in _cases():
-        per = _measure(loaded.model, masked, images, lung, infection)
-        pooled = per_source.setdefault(source, {k: [] for k in (*METRICS, EMPTY)})
-        for k, v in per.items():
-            pooled[k].extend(v)
-        if source == "zenodo20":
-            zenodo_cases[case_id] = _summary(per)
+    cases = _cases()
+    result = _localization(loaded.model, masked, cases)
+    members = list(getattr(loaded.model, "members", []))
+    seeds = loaded.card.get("training", {}).get("seeds", list(range(len(members))))
     training = loaded.card.get("training", {})
     record(args.name, {
         "data": "zenodo20_slices val split (76 infected slices, lung masks given); medseg_infnet train split "
@@ -110,8 +125,9 @@ def main() -> None:
         "model": {"name": loaded.name, "sha256": loaded.sha256,
                   "attention_weight": training.get("attention_weight", 0.0),
                   "attention_only_sources": training.get("attention_only_sources", [])},
-        "zenodo20_val": {"pooled": _summary(per_source["zenodo20"]), "per_case": zenodo_cases},
-        "medseg": _summary(per_source["medseg"]),
+        **result,
+        # an ensemble's map is its members' maps averaged per layer: how much each network contributes
+        "members": [{"seed": seed, **_localization(member, masked, cases)} for seed, member in zip(seeds, members)],
     })
 
 
