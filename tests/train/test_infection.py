@@ -187,3 +187,31 @@ def test_an_epoch_sees_zenodo20_once_and_each_medseg_slice_medseg_repeats_times(
     assert torch.bincount(items).tolist() == [1, 1, 1, 1, 3, 3]
     with pytest.raises(ValueError):
         train_infection.epoch_items(4, 2, 0)
+
+
+class _TypesByHalf(torch.nn.Module):
+    """A stand-in model: "none" most probable everywhere; of the two types, consolidation on the
+    left half of the input and ground-glass on the right."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = torch.zeros(x.shape[0], 3, *x.shape[-2:])
+        logits[:, 0] = 5.0
+        half = x.shape[-1] // 2
+        logits[:, 2, :, :half] = 1.0
+        logits[:, 1, :, half:] = 1.0
+        return logits
+
+
+def test_typing_counts_type_the_true_extent_by_the_models_two_types_only():
+    from covidct.train.data import TypedSlice
+
+    mask = np.zeros((64, 64), dtype=np.uint8)
+    mask[10:20, 4:20] = 2  # consolidation on the left: typed right
+    mask[40:50, 44:60] = 2  # consolidation on the right: typed ground-glass
+    item = TypedSlice("s", np.full((64, 64), 100, dtype=np.uint8), mask)
+    counts = train_infection.typing_counts(_TypesByHalf(), [item])["s"]
+    # the model says "none" everywhere, yet the true extent is typed: its consolidation half is found
+    assert counts["infection"] == (320, 640, 320)
+    assert counts["consolidation"] == (160, 480, 320)
+    assert counts["ground_glass"] == (0, 160, 0)
+    assert train_infection.medseg_counts(_TypesByHalf(), [item])["s"]["infection"] == (0, 320, 320)
