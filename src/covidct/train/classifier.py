@@ -333,7 +333,8 @@ def attention_loss(acts: list[torch.Tensor], score: torch.Tensor, infection: tor
 #: What a lesion-pretrained encoder keeps frozen while the classifier learns: the stem and the
 #: stages through ``layer2``, the finer Grad-CAM layer, so that its channels stay infection
 #: features; ``layer3`` (the coarser one), ``layer4`` and the head learn the labels. Freezing
-#: ``layer3`` too localizes as well and classifies worse (README, "Slice classifier").
+#: ``layer3`` too localizes as well and classifies worse, and so does slowing it to a tenth of the
+#: learning rate (``layer3_lr_factor``; README, "Slice classifier").
 LESION_FROZEN = ("conv1", "bn1", "layer1", "layer2")
 
 
