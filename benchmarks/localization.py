@@ -28,6 +28,11 @@ other figures are over the slices with a map.
 For an ensemble the same figures are also given for each of its networks alone (``members``):
 its maps are the members' maps averaged per layer, and members differ a lot.
 
+``--training-masks`` adds zenodo20's training slices (``zenodo20_train``). The lesion pretraining
+trained on their masks (the label training did not see them), so these figures are no held-out
+measure; they ask whether a network's maps could be checked at training time, without held-out
+data, by how well they rank the networks' held-out figures.
+
 Writes results/localization.json.
 """
 
@@ -47,14 +52,17 @@ METRICS = ("enrichment", "pointing", "chance", "dice")
 EMPTY = "empty_maps"
 
 
-def _cases() -> list[tuple[str, str, np.ndarray, np.ndarray, np.ndarray]]:
-    """(source, case id, images, lung masks, infection masks) of the measured data."""
+def _cases(training_masks: bool = False) -> list[tuple[str, str, np.ndarray, np.ndarray, np.ndarray]]:
+    """(source, case id, images, lung masks, infection masks) of the measured data; with
+    ``training_masks`` also zenodo20's training cases (source "zenodo20_train")."""
     out = [("zenodo20", c.case_id, c.images, c.lungs, c.infection) for c in load_zenodo20(DATA, ("val",))]
     lung_model = lungs.load_lung_model()
     for s in load_medseg(DATA):
         image = s.image.astype(np.float32)[None]
         mask = lungs.clean_lungs(lungs.predict_mask(lung_model.model, image, is_hu=False, progress=False))
         out.append(("medseg", s.name, image, mask, (s.mask > 0)[None]))
+    if training_masks:
+        out += [("zenodo20_train", c.case_id, c.images, c.lungs, c.infection) for c in load_zenodo20(DATA, ("train",))]
     return out
 
 
@@ -92,7 +100,8 @@ def _summary(values: dict[str, list[float]]) -> dict[str, float]:
 
 def _localization(network: torch.nn.Module, masked: bool,
                   cases: list[tuple[str, str, np.ndarray, np.ndarray, np.ndarray]]) -> dict[str, Any]:
-    """The summaries of one network's maps: zenodo20 val pooled and per case, MedSeg."""
+    """The summaries of one network's maps: zenodo20 val pooled and per case, MedSeg, and
+    zenodo20 train pooled where ``cases`` hold it."""
     per_source: dict[str, dict[str, list[float]]] = {}
     zenodo_cases = {}
     for source, case_id, images, lung, infection in cases:
@@ -102,19 +111,25 @@ def _localization(network: torch.nn.Module, masked: bool,
             pooled[k].extend(v)
         if source == "zenodo20":
             zenodo_cases[case_id] = _summary(per)
-    return {"zenodo20_val": {"pooled": _summary(per_source["zenodo20"]), "per_case": zenodo_cases},
-            "medseg": _summary(per_source["medseg"])}
+    out = {"zenodo20_val": {"pooled": _summary(per_source["zenodo20"]), "per_case": zenodo_cases},
+           "medseg": _summary(per_source["medseg"])}
+    if "zenodo20_train" in per_source:
+        out["zenodo20_train"] = _summary(per_source["zenodo20_train"])
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--weights", help="model card of another classifier network (default: the shipped one)")
     parser.add_argument("--name", default="localization", help="results file stem (default localization)")
+    parser.add_argument("--training-masks", action="store_true",
+                        help="also measure zenodo20's 241 training slices (zenodo20_train), whose masks the lesion "
+                        "pretraining trained on: a check that needs no held-out data")
     args = parser.parse_args()
     torch.set_num_threads(2)
     loaded = classify.load_classifier(args.weights or "classifier")
     masked = bool(loaded.card["input"].get("lung_masked", False))
-    cases = _cases()
+    cases = _cases(args.training_masks)
     result = _localization(loaded.model, masked, cases)
     members = list(getattr(loaded.model, "members", []))
     seeds = loaded.card.get("training", {}).get("seeds", list(range(len(members))))
