@@ -353,9 +353,9 @@ def typing_counts(
     for item in medseg:
         box = medseg_box(item)
         prob = infection.predict_probabilities(model, infection.model_input(item.image[None], False, box), flip=flip)
-        typed = torch.where(prob[:, 2:3] > prob[:, 1:2], 2.0, 1.0)  # (1, 1, 256, 256): 1 ground-glass, 2 consolidation
-        one_hot = torch.cat([torch.zeros_like(typed), typed == 1, typed == 2], dim=1).float()
-        labels = infection.labels_in_slices(one_hot, box, item.mask.shape)[0]
+        consolidation = (prob[:, 2:3] > prob[:, 1:2]).float()  # (1, 1, 256, 256), else ground-glass
+        scores = torch.cat([torch.zeros_like(consolidation), 1 - consolidation, consolidation], dim=1)
+        labels = infection.labels_in_slices(scores, box, item.mask.shape)[0]
         out[item.name] = class_counts(np.where(item.mask > 0, labels, 0), item.mask)
     return out
 
