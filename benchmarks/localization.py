@@ -131,9 +131,9 @@ def main() -> None:
     masked = bool(loaded.card["input"].get("lung_masked", False))
     cases = _cases(args.training_masks)
     result = _localization(loaded.model, masked, cases)
-    members = list(getattr(loaded.model, "members", []))
-    seeds = loaded.card.get("training", {}).get("seeds", list(range(len(members))))
     training = loaded.card.get("training", {})
+    members = list(getattr(loaded.model, "members", []))
+    seeds = training.get("seeds", list(range(len(members))))
     record(args.name, {
         "data": "zenodo20_slices val split (76 infected slices, lung masks given); medseg_infnet train split "
                 "(lung masks from the shipped lung model)",

@@ -644,6 +644,7 @@ def train(
             "infection": torch.from_numpy(train_set.infection[:, None].astype(np.float32)),
             "classified": torch.from_numpy(~np.isin(train_set.source, list(attention_only_sources))),
         }
+    lr_factors = {"layer3": layer3_lr_factor} if layer3_lr_factor != 1 else None
     start, done, lesion_epochs, networks = time.monotonic(), 0, 0, []
     for k in range(members):
         gen = seed_everything(seed + k)
@@ -658,7 +659,6 @@ def train(
                                                 interpolation=warp_interpolation,
                                                 quality_augment=quality_augment)
             frozen = LESION_FROZEN
-        lr_factors = {"layer3": layer3_lr_factor} if layer3_lr_factor != 1 else None
         desc = f"train classifier ({architecture}{member})"
         done = train_network(network, x_all, y_all, gen, epochs, batch_size, lr, bf16, max_minutes, desc,
                              frozen=frozen, interpolation=warp_interpolation, mixup_alpha=mixup_alpha,
