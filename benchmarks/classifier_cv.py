@@ -1,7 +1,7 @@
 """Slice classifier: 5-fold cross-validation by patient over UCSD's train and val images.
 
     python benchmarks/classifier_cv.py --cache /tmp/cls/slices.npz [--epochs 30] [--members 3] [--seed S]
-        [--warp-interpolation bilinear|bicubic] [--mixup-alpha A] [--quality-augment] [--layer3-lr-factor F] [--test-time-flip]
+        [--warp-interpolation bilinear|bicubic] [--mixup-alpha A] [--quality-augment] [--layer3-lr-factor F] [--map-check P] [--test-time-flip]
         [--exclude-train-source covid_ct_md] [--no-pretrain-lesions] [--member K] [--folds 5] [--first-folds N]
         [--train-folds N] [--keep DIR [--reuse]] [--name NAME]
 
@@ -25,10 +25,13 @@ pictures' threshold of the recipe refit on all of UCSD, ``covidct train classifi
 ``--test-time-flip`` averages each fold model's probabilities over the image and its mirror
 image (an evaluation option: it changes no training; the shipped classifier does not flip).
 ``--member K`` (with ``--reuse``) evaluates network K (0-based) of each kept fold ensemble alone:
-the single network of seed ``--seed`` + K, as ``--members 1`` would have trained it.
+the single network of seed ``--seed`` + K (with ``--map-check``, the card's K-th kept seed), as
+``--members 1`` would have trained it.
 ``--train-folds N`` (a learning curve) trains each fold model on the UCSD images of only the N
 folds that follow its own (cyclically; default all the others); the other folds' images are
 unused, so the same images are predicted by models trained on fewer UCSD images.
+``--map-check P`` trains each fold model as ``covidct train classifier --map-check P`` does: a
+network whose Grad-CAM fails the training-slice map check is replaced by the next seed's.
 ``--first-folds N`` runs folds 1-N only: a recipe stopped after N folds is compared with the
 shipped one over the same images by re-evaluating both runs' kept models with it.
 
@@ -66,7 +69,7 @@ def fold_recipe(args: argparse.Namespace) -> dict[str, Any]:
     return {**RECIPE, "epochs": args.epochs, "members": args.members, "seed": args.seed,
             "warp_interpolation": args.warp_interpolation, "mixup_alpha": args.mixup_alpha,
             "quality_augment": args.quality_augment, "pretrain_lesions": not args.no_pretrain_lesions,
-            "layer3_lr_factor": args.layer3_lr_factor,
+            "layer3_lr_factor": args.layer3_lr_factor, "map_check": args.map_check,
             "exclude_train_sources": RECIPE["exclude_train_sources"] + tuple(args.exclude_train_source)}
 
 
@@ -89,6 +92,9 @@ def recipe_mismatch(card: dict[str, Any], recipe: dict[str, Any], patients: tupl
         found = training.get(key, BEFORE_OPTION.get(key))
         if found != value:
             return f"{key} {found!r} (wanted {value!r})"
+    map_check = (training.get("map_check") or {}).get("min_pointing")  # a card without the option: none
+    if map_check != recipe["map_check"]:
+        return f"map check {map_check!r} (wanted {recipe['map_check']!r})"
     if (training.get("lesion_pretraining") is not None) != recipe["pretrain_lesions"]:
         return "lesion pretraining " + ("missing" if recipe["pretrain_lesions"] else "done (wanted none)")
     return None
@@ -123,6 +129,9 @@ def main() -> None:
     parser.add_argument("--layer3-lr-factor", type=float, default=1.0,
                         help="the lesion-pretrained layer3 learns the labels at this factor of the learning rate "
                         "(default 1, as shipped)")
+    parser.add_argument("--map-check", type=float, metavar="P",
+                        help="keep only networks whose maps pass the training-slice map check at P "
+                        "(`covidct train classifier --map-check`; default none, as shipped)")
     parser.add_argument("--no-pretrain-lesions", action="store_true",
                         help="no lesion pretraining (shipped before it; its heat maps ignore the infection)")
     parser.add_argument("--member", type=int, help="with --reuse: evaluate only this network (0-based) of each "

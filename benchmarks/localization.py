@@ -45,10 +45,10 @@ import numpy as np
 import torch
 from _common import DATA, record
 
-from covidct import case, classify, localize, lungs
+from covidct import classify, localize, lungs
 from covidct.train.data import load_medseg, load_zenodo20
 
-METRICS = ("enrichment", "pointing", "chance", "dice")
+METRICS = localize.MAP_SCORES
 EMPTY = "empty_maps"
 
 
@@ -68,26 +68,7 @@ def _cases(training_masks: bool = False) -> list[tuple[str, str, np.ndarray, np.
 
 def _measure(model: torch.nn.Module, masked: bool, images: np.ndarray, lung: np.ndarray,
              infection: np.ndarray) -> dict[str, list[float]]:
-    box = classify.lung_box(lung)
-    x = classify.model_input(images, is_hu=False, box=box)
-    if masked:
-        x = x * classify.lung_input_mask(lung, box)
-    maps = localize.uncrop(localize.gradcam(model, x), box, images.shape[1:]) * (lung > 0)
-    per: dict[str, list[float]] = {k: [] for k in (*METRICS, EMPTY)}
-    for m, in_lung, inf in zip(maps, lung > 0, infection > 0):
-        inf = inf & in_lung
-        rest = in_lung & ~inf
-        if not inf.any() or not rest.any():
-            continue
-        if m.max() <= 0:
-            per[EMPTY].append(1.0)
-            continue
-        per["enrichment"].append(float(m[inf].mean() / max(m[rest].mean(), 1e-9)))
-        per["pointing"].append(float(inf.flat[int(np.argmax(m))]))
-        per["chance"].append(float(inf.sum() / in_lung.sum()))
-        hot = m >= case.MAP_THRESHOLD
-        per["dice"].append(float(2 * (hot & inf).sum() / max(hot.sum() + inf.sum(), 1)))
-    return per
+    return localize.map_scores(localize.picture_maps(model, images, lung, masked), lung, infection)
 
 
 def _summary(values: dict[str, list[float]]) -> dict[str, float]:

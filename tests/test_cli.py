@@ -264,3 +264,21 @@ def test_train_classifier_layer3_lr_factor_without_pretraining_is_one_line_exit_
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--pretrain-lesions" in err[0]
     assert not list(tmp_path.glob("classifier*"))  # nothing written
+
+
+def test_train_classifier_map_check_out_of_range_or_failed_is_one_line_exit_2(tmp_path, capsys, monkeypatch):
+    from covidct.train import classifier as train_classifier
+
+    out = tmp_path / "classifier"
+    assert main(["train", "classifier", "--data", str(tmp_path), "--out", str(out), "--map-check", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--map-check" in err[0]
+
+    def no_network_passes(*args, **kwargs):
+        raise train_classifier.MapCheckFailed("0 of 3 networks drawn passed the map check")
+
+    monkeypatch.setattr(train_classifier, "train", no_network_passes)
+    assert main(["train", "classifier", "--data", str(tmp_path), "--out", str(out), "--map-check", "0.2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "map check" in err[0]
+    assert not list(tmp_path.glob("classifier*"))

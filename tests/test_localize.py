@@ -45,3 +45,34 @@ def test_localize_maps_only_positive_lung_slices(small_phantom):
     assert maps[others].max() == 0.0
     assert maps[positive].max() > 0.0 and maps[positive][lungs_true[positive] == 0].max() == 0.0
     assert maps.max() <= 1.0
+
+
+def test_map_scores_score_slices_with_infection_and_count_empty_maps():
+    from covidct import case
+
+    lung = np.zeros((4, 10, 10), np.uint8)
+    lung[:, 1:9, 1:9] = 1  # 64 lung pixels
+    infection = np.zeros_like(lung)
+    infection[:3, 2:4, 2:4] = 1  # 4 pixels on the first three slices, none on the last
+    maps = np.zeros((4, 10, 10), np.float32)
+    maps[0][lung[0] > 0] = 0.5
+    maps[0][infection[0] > 0] = 1.0  # peak inside: twice the rest of the lungs
+    maps[1, 7, 7] = 1.0  # peak outside the infection
+    maps[3] = 1.0  # a slice without infection is not scored
+    maps[:, 0, 0] = 9.0  # outside the lungs: ignored
+    per = localize.map_scores(maps, lung, infection)
+    assert per["pointing"] == [1.0, 0.0] and per["empty_maps"] == [1.0]  # slice 2's map is empty
+    assert per["enrichment"][0] == pytest.approx(2.0) and per["enrichment"][1] == pytest.approx(0.0)
+    assert per["chance"] == [pytest.approx(4 / 64)] * 2
+    hot = 64 if case.MAP_THRESHOLD <= 0.5 else 4  # pixels of slice 0's map at or above the threshold
+    assert per["dice"][0] == pytest.approx(2 * 4 / (hot + 4))
+
+
+def test_picture_maps_are_in_the_pictures_pixels_and_zero_outside_the_lungs():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (2, 120, 100), dtype=np.uint8)
+    lung = np.zeros((2, 120, 100), np.uint8)
+    lung[:, 30:90, 20:80] = 1
+    maps = localize.picture_maps(_tiny(CompactResNet), images, lung, lung_masked=True)
+    assert maps.shape == (2, 120, 100) and maps.dtype == np.float32
+    assert maps[lung == 0].max() == 0 and maps.max() <= 1.0 + 1e-6

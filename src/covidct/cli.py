@@ -349,8 +349,9 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
             layer3_lr_factor=args.layer3_lr_factor,
             ucsd_val_patients=() if args.all_ucsd else None,
             picture_threshold=args.picture_threshold,
+            map_check=args.map_check,
         )
-    except ValueError as exc:  # flags that do not go together
+    except (ValueError, train_classifier.MapCheckFailed) as exc:  # flags that do not go together; maps that fail
         raise InputError(str(exc)) from None
     _print_training_result(args.out, card, threshold=card["threshold"])
     return 0
@@ -661,6 +662,11 @@ def build_parser() -> argparse.ArgumentParser:
     tc.add_argument("--picture-threshold", type=float, metavar="T",
                     help="with --all-ucsd: the 2-D pictures' operating threshold on p_abnormal, the Youden point of "
                     "the recipe's cross-validated out-of-fold probabilities (results/classifier_cv.json)")
+    tc.add_argument("--map-check", type=float, metavar="P",
+                    help="keep only networks whose Grad-CAM maximum falls inside the infection on at least P of "
+                    "zenodo20's training slices (0 < P <= 1); one below is set aside and the next seed drawn, at "
+                    "most 3 draws per member (default: no check; whether a network's maps localize is its own draw, "
+                    "benchmarks/README.md)")
     _add_warp_argument(tc, "bilinear")
     tc.set_defaults(func=cmd_train_classifier)
 

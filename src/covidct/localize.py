@@ -103,6 +103,73 @@ def uncrop(maps: np.ndarray, box: classify.Box, shape: tuple[int, int]) -> np.nd
     return classify.uncrop(maps, box, shape, "bilinear").astype(np.float32, copy=False)
 
 
+def picture_maps(model: nn.Module, images: np.ndarray, lung_masks: np.ndarray, lung_masked: bool) -> np.ndarray:
+    """Grad-CAM maps of 8-bit pictures (one case's slices, one lung box) in their own pixels.
+
+    Parameters
+    ----------
+    model : the classifier network (or ensemble)
+    images : (n, y, x) uint8 pictures
+    lung_masks : (n, y, x) lung masks (nonzero inside)
+    lung_masked : the classifier's input shows only the lungs (its card's ``input.lung_masked``)
+
+    Returns
+    -------
+    (n, y, x) float32 in [0, 1], zero outside the lungs; every slice is mapped, whatever the
+    classifier answers on it.
+    """
+    box = classify.lung_box(lung_masks)
+    x = classify.model_input(images, is_hu=False, box=box)
+    if lung_masked:
+        x = x * classify.lung_input_mask(lung_masks, box)
+    return uncrop(gradcam(model, x), box, images.shape[1:]) * (lung_masks > 0)
+
+
+#: The per-slice figures of :func:`map_scores`.
+MAP_SCORES = ("enrichment", "pointing", "chance", "dice")
+
+
+def map_scores(maps: np.ndarray, lung_masks: np.ndarray, infection: np.ndarray) -> dict[str, list[float]]:
+    """How well heat maps point at the infection a radiologist drew, slice by slice.
+
+    Only slices with infection inside the lungs and lung outside it are scored. Per slice:
+
+    * ``enrichment``: mean map value inside the infection / in the rest of the lungs (1: no better
+      than uniform);
+    * ``pointing``: 1 when the map's maximum falls inside the infection (the pointing game), else 0;
+    * ``chance``: the share of the lungs that is infected, the pointing game's chance level;
+    * ``dice``: Dice of the map >= :data:`covidct.case.MAP_THRESHOLD` against the infection.
+
+    A map that is zero throughout the lungs has no maximum: such a slice adds 1.0 to
+    ``empty_maps`` and nothing to the other lists.
+
+    Parameters
+    ----------
+    maps : (n, y, x) heat maps, e.g. from :func:`picture_maps`
+    lung_masks, infection : (n, y, x) masks (nonzero inside)
+
+    Returns
+    -------
+    ``{name: per-slice values}`` for the names of :data:`MAP_SCORES` and ``empty_maps``.
+    """
+    per: dict[str, list[float]] = {k: [] for k in (*MAP_SCORES, "empty_maps")}
+    for m, in_lung, inf in zip(maps, lung_masks > 0, infection > 0):
+        inf = inf & in_lung
+        rest = in_lung & ~inf
+        if not inf.any() or not rest.any():
+            continue
+        m = np.where(in_lung, m, 0.0)
+        if m.max() <= 0:
+            per["empty_maps"].append(1.0)
+            continue
+        per["enrichment"].append(float(m[inf].mean() / max(m[rest].mean(), 1e-9)))
+        per["pointing"].append(float(inf.flat[int(np.argmax(m))]))
+        per["chance"].append(float(inf.sum() / in_lung.sum()))
+        hot = m >= case.MAP_THRESHOLD
+        per["dice"].append(float(2 * (hot & inf).sum() / max(hot.sum() + inf.sum(), 1)))
+    return per
+
+
 def localize(
     volume: Volume,
     lungs: LungMasks,

@@ -1,6 +1,7 @@
 import numpy as np
 import torch
 
+from covidct import localize
 from covidct.train import classifier as tc
 from covidct.train.data import load_ucsd, read_slice_labels
 
@@ -182,6 +183,8 @@ def test_lesion_pretraining_trains_the_gradcam_layers_and_freezing_keeps_them():
     for key, value in pretrained.items():
         same = torch.equal(value, trained[key])  # weights and batch-norm statistics alike
         assert same == key.startswith(tc.LESION_FROZEN), key
+    assert all(p.requires_grad for p in net.parameters())  # frozen for the training only: Grad-CAM runs after it
+    assert localize.gradcam(net.eval(), torch.rand(2, 1, 64, 64)).shape == (2, 64, 64)
 
 
 def test_evaluate_probabilities_per_source():
@@ -335,3 +338,49 @@ def test_all_ucsd_trains_every_picture_and_keeps_the_held_out_study():
     data = _slice_set([0, 1, 0, 1, 0], ["ucsd", "ucsd", "ucsd", "covid_ct_md", "covid_ct_md"],
                       split=["train", "val", "train", "train", "train"], group=["a", "b", "a", "P001", "normal001"])
     assert list(tc.assign_splits(data, ("P001",), ucsd_val_patients=()).split) == ["train"] * 3 + ["val", "train"]
+
+
+def test_map_check_must_lie_in_the_unit_interval(tmp_path):
+    import pytest
+
+    for value in (0.0, 1.5):
+        with pytest.raises(ValueError, match="map-check"):
+            tc.train(tmp_path, tmp_path / "m", map_check=value)
+
+
+def _gate_run(monkeypatch, tmp_path, pointing_by_seed: dict[int, float], members: int) -> tuple[list[int], dict]:
+    """train() with the data, the training and the map check replaced by stand-ins: which seeds
+    were trained, and the card (raises what train() raises)."""
+    n = 8
+    data = tc.SliceSet(
+        images=np.random.default_rng(0).random((n, 224, 224)).astype(np.float16), masks=np.ones((n, 224, 224), bool),
+        infection=np.zeros((n, 224, 224), bool), labels=np.array([0, 1] * (n // 2)),
+        source=np.array(["ucsd"] * n), group=np.array([f"g{i}" for i in range(n)]),
+        split=np.array(["train"] * (n // 2) + ["val"] * (n // 2)),
+    )
+    trained: list[int] = []
+    monkeypatch.setattr(tc, "build_slice_set", lambda *a, **k: data)
+    monkeypatch.setattr(tc, "load_zenodo20", lambda *a, **k: [])
+    monkeypatch.setattr(tc, "train_network", lambda network, *a, **k: trained.append(torch.initial_seed()) or 1)
+    monkeypatch.setattr(tc, "training_pointing", lambda network, cases, masked: pointing_by_seed[torch.initial_seed()])
+    card = tc.train(tmp_path, tmp_path / "m", members=members, seed=5, map_check=0.2)
+    return trained, card
+
+
+def test_map_check_sets_aside_networks_below_it_and_draws_the_next_seed(monkeypatch, tmp_path):
+    trained, card = _gate_run(monkeypatch, tmp_path, {5: 0.3, 6: 0.1, 7: 0.25}, members=2)
+    assert trained == [5, 6, 7]
+    assert card["training"]["seeds"] == [5, 7] and card["architecture"] == "CompactResNetEnsemble"
+    assert card["training"]["map_check"]["draws"] == [
+        {"seed": 5, "pointing": 0.3, "kept": True}, {"seed": 6, "pointing": 0.1, "kept": False},
+        {"seed": 7, "pointing": 0.25, "kept": True}]
+    assert (tmp_path / "m.safetensors").is_file()
+
+
+def test_map_check_gives_up_after_three_draws_per_member_and_writes_nothing(monkeypatch, tmp_path):
+    import pytest
+
+    pointing = {5: 0.1, 6: 0.3, 7: 0.1, 8: 0.1, 9: 0.1, 10: 0.1, 11: 0.9}
+    with pytest.raises(tc.MapCheckFailed, match="1 of 6 networks drawn"):
+        _gate_run(monkeypatch, tmp_path, pointing, members=2)
+    assert not list(tmp_path.iterdir())

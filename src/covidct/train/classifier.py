@@ -35,6 +35,7 @@ same split are optimistic for that reason.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -56,8 +57,10 @@ from covidct.models.resnet import LesionHead
 from covidct.models import weights as model_weights
 from covidct.train import metrics
 from covidct.train.augment import random_affine_grid, warp
-from covidct.train.data import COVID_CT_MD_STUDIES, load_ucsd, load_zenodo20, read_slice_labels
+from covidct.train.data import COVID_CT_MD_STUDIES, SliceCase, load_ucsd, load_zenodo20, read_slice_labels
 from covidct.train.loop import fit, seed_everything
+
+log = logging.getLogger(__name__)
 
 NORMAL, COVID, CAP = range(3)
 ARCHITECTURE_ARGS: dict[str, dict[str, Any]] = {
@@ -445,8 +448,8 @@ def train_network(
         (:func:`attention_loss` on :data:`covidct.localize.GRADCAM_LAYERS`, weighted by ``attention_weight``)
     classified : (N,) bool, slices the cross-entropy sees (default all); a guided slice left out
         of it still trains where the network looks, not what it answers
-    frozen : names of the network's modules left as they are (no gradient, batch norm statistics
-        kept): :data:`LESION_FROZEN` after :func:`pretrain_on_lesions`
+    frozen : names of the network's modules left as they are during this training (no gradient,
+        batch norm statistics kept): :data:`LESION_FROZEN` after :func:`pretrain_on_lesions`
     interpolation : of the augmentation's warp (:func:`augment`)
     mixup_alpha : above 0, mixup (Zhang et al. 2018): each augmented batch is blended with a
         shuffled copy of itself, ``lam * x + (1 - lam) * x[shuffled]`` with one ``lam ~ Beta(alpha,
@@ -512,7 +515,42 @@ def train_network(
     with localize.recorded_activations(model, layers) as acts:
         done, _ = fit(model, torch.arange(len(x)), batch, gen, epochs, batch_size, lr, bf16, max_minutes, desc,
                       lr_factors=lr_factors, **FIT_SETTINGS)
+    for module in kept:  # frozen for this training only: Grad-CAM needs their activations' gradients after it
+        module.requires_grad_(True)
     return done
+
+
+#: With a map check, :func:`train` draws at most this many networks per member it keeps.
+MAP_CHECK_DRAWS_PER_MEMBER = 3
+
+
+class MapCheckFailed(RuntimeError):
+    """Too few of the networks drawn passed :func:`train`'s map check."""
+
+
+def training_pointing(network: torch.nn.Module, cases: list[SliceCase], lung_masked: bool) -> float:
+    """The pointing game of a network's Grad-CAM maps over slices with infection masks, pooled.
+
+    The map check of :func:`train` on zenodo20's training slices
+    (:func:`covidct.localize.picture_maps` with the given lung masks,
+    :func:`covidct.localize.map_scores`; slices whose map is empty do not count), the figure
+    ``zenodo20_train.pointing`` of ``benchmarks/localization.py --training-masks``.
+
+    Parameters
+    ----------
+    network : the classifier network, in eval mode
+    cases : :class:`~covidct.train.data.SliceCase` list (images, lung and infection masks)
+    lung_masked : the network's input shows only the lungs
+
+    Returns
+    -------
+    The share of the scored slices whose map peaks inside the infection (0 when none is scored).
+    """
+    hits: list[float] = []
+    for c in cases:
+        maps = localize.picture_maps(network, c.images, c.lungs, lung_masked)
+        hits += localize.map_scores(maps, c.lungs, c.infection)["pointing"]
+    return float(np.mean(hits)) if hits else 0.0
 
 
 def train(
@@ -541,6 +579,7 @@ def train(
     mixup_alpha: float = 0.0,
     quality_augment: bool = False,
     layer3_lr_factor: float = 1.0,
+    map_check: float | None = None,
 ) -> dict[str, Any]:
     """Train on the train split and save weights + model card at ``out_stem``.
 
@@ -591,6 +630,13 @@ def train(
     layer3_lr_factor : with ``pretrain_lesions``: the lesion-pretrained ``layer3`` (the coarser
         Grad-CAM layer, which the label training does not freeze) learns the labels at this
         factor of ``lr`` (0 < factor <= 1; 1 as shipped)
+    map_check : keep only networks whose Grad-CAM maps point at the infection on zenodo20's
+        training slices at least this often (:func:`training_pointing`, 0 < value <= 1); a network
+        below it is set aside and the next seed drawn, at most
+        :data:`MAP_CHECK_DRAWS_PER_MEMBER` draws per member (else :class:`MapCheckFailed`, nothing
+        written). Whether a network's maps localize is its own draw (benchmarks/README.md);
+        these masks are no held-out measure (the lesion pretraining trained on them, the label
+        training never saw them) but rank the networks' held-out pointing. None: no check
 
     Returns
     -------
@@ -616,6 +662,8 @@ def train(
         raise ValueError("--layer3-lr-factor must lie in (0, 1]")
     if layer3_lr_factor != 1 and not pretrain_lesions:
         raise ValueError("--layer3-lr-factor needs --pretrain-lesions (it slows the pretrained layer3)")
+    if map_check is not None and not 0 < map_check <= 1:
+        raise ValueError("--map-check must lie in (0, 1]")
     bf16 = model_weights.bf16_inference() if bf16 is None else bf16
     if set(ucsd_unused_patients) & set(ucsd_val_patients or ()):
         raise ValueError("a ucsd patient cannot both validate and be unused")
@@ -645,13 +693,22 @@ def train(
             "classified": torch.from_numpy(~np.isin(train_set.source, list(attention_only_sources))),
         }
     lr_factors = {"layer3": layer3_lr_factor} if layer3_lr_factor != 1 else None
-    start, done, lesion_epochs, networks = time.monotonic(), 0, 0, []
-    for k in range(members):
-        gen = seed_everything(seed + k)
+    check_cases = load_zenodo20(data_dir, ("train",)) if map_check is not None else []
+    start, done, lesion_epochs = time.monotonic(), 0, 0
+    networks: list[torch.nn.Module] = []
+    seeds: list[int] = []
+    draws: list[dict[str, Any]] = []
+    draw_seed = seed - 1
+    while len(networks) < members:
+        draw_seed += 1
+        if len(draws) >= members * MAP_CHECK_DRAWS_PER_MEMBER:
+            raise MapCheckFailed(f"{len(seeds)} of {len(draws)} networks drawn passed the map check "
+                                 f"(pointing >= {map_check}): {draws}; nothing written")
+        gen = seed_everything(draw_seed)
         network = ARCHITECTURES[architecture](**args)
         if weights:
             network.load_backbone(weights)
-        member = f" {k + 1}/{members}" if members > 1 else ""
+        member = f" {len(networks) + 1}/{members}" if members > 1 else ""
         frozen: tuple[str, ...] = ()
         if pretrain_lesions:
             lesion_epochs = pretrain_on_lesions(network, lesion_x, lesion_masks, gen, epochs, batch_size, lr, bf16,
@@ -663,7 +720,15 @@ def train(
         done = train_network(network, x_all, y_all, gen, epochs, batch_size, lr, bf16, max_minutes, desc,
                              frozen=frozen, interpolation=warp_interpolation, mixup_alpha=mixup_alpha,
                              quality_augment=quality_augment, lr_factors=lr_factors, **guidance)
+        if map_check is not None:
+            pointing = training_pointing(network, check_cases, lung_masked)
+            draws.append({"seed": draw_seed, "pointing": round(pointing, 3), "kept": pointing >= map_check})
+            if pointing < map_check:
+                log.warning("map check: seed %d points at the infection on %.3f of zenodo20's training slices "
+                            "(< %g): set aside, drawing seed %d", draw_seed, pointing, map_check, draw_seed + 1)
+                continue
         networks.append(network)
+        seeds.append(draw_seed)
     train_s = time.monotonic() - start
     if members > 1:
         architecture, args = "CompactResNetEnsemble", {"n_members": members, **args}
@@ -722,7 +787,13 @@ def train(
             "counts": describe(data),
             "class_weights": [round(float(w), 3) for w in class_weights(train_set.labels)],
             "members": members,
-            "seeds": list(range(seed, seed + members)),
+            "seeds": seeds,
+            "map_check": {
+                "min_pointing": map_check,
+                "data": "zenodo20_slices train split: pointing game of the Grad-CAM maps (the lesion pretraining "
+                "trained on these masks, the label training did not)",
+                "draws": draws,
+            } if map_check is not None else None,
             "epochs": done,
             "batch_size": batch_size,
             "lr": lr,
