@@ -66,11 +66,6 @@ def _cases(training_masks: bool = False) -> list[tuple[str, str, np.ndarray, np.
     return out
 
 
-def _measure(model: torch.nn.Module, masked: bool, images: np.ndarray, lung: np.ndarray,
-             infection: np.ndarray) -> dict[str, list[float]]:
-    return localize.map_scores(localize.picture_maps(model, images, lung, masked), lung, infection)
-
-
 def _summary(values: dict[str, list[float]]) -> dict[str, float]:
     n, empty = len(values["dice"]), len(values[EMPTY])
     mean = lambda v: round(float(np.mean(v)), 3) if v else None  # noqa: E731
@@ -86,7 +81,7 @@ def _localization(network: torch.nn.Module, masked: bool,
     per_source: dict[str, dict[str, list[float]]] = {}
     zenodo_cases = {}
     for source, case_id, images, lung, infection in cases:
-        per = _measure(network, masked, images, lung, infection)
+        per = localize.map_scores(localize.picture_maps(network, images, lung, masked), lung, infection)
         pooled = per_source.setdefault(source, {k: [] for k in (*METRICS, EMPTY)})
         for k, v in per.items():
             pooled[k].extend(v)

@@ -109,7 +109,7 @@ def picture_maps(model: nn.Module, images: np.ndarray, lung_masks: np.ndarray, l
     Parameters
     ----------
     model : the classifier network (or ensemble)
-    images : (n, y, x) uint8 pictures
+    images : (n, y, x) 8-bit pictures (values 0-255, any dtype)
     lung_masks : (n, y, x) lung masks (nonzero inside)
     lung_masked : the classifier's input shows only the lungs (its card's ``input.lung_masked``)
 
