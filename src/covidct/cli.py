@@ -665,8 +665,8 @@ def build_parser() -> argparse.ArgumentParser:
     tc.add_argument("--map-check", type=float, metavar="P",
                     help="keep only networks whose Grad-CAM maximum falls inside the infection on at least P of "
                     "zenodo20's training slices (0 < P <= 1); one below is set aside and the next seed drawn, at "
-                    "most 3 draws per member (default: no check; whether a network's maps localize is its own draw, "
-                    "benchmarks/README.md)")
+                    "most 3 draws per member (default: no check; whether a network's maps localize varies with its seed and "
+                    "training data, benchmarks/README.md)")
     _add_warp_argument(tc, "bilinear")
     tc.set_defaults(func=cmd_train_classifier)
 

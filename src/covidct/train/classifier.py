@@ -634,7 +634,8 @@ def train(
         training slices at least this often (:func:`training_pointing`, 0 < value <= 1); a network
         below it is set aside and the next seed drawn, at most
         :data:`MAP_CHECK_DRAWS_PER_MEMBER` draws per member (else :class:`MapCheckFailed`, nothing
-        written). Whether a network's maps localize is its own draw (benchmarks/README.md);
+        written). Whether a network's maps localize varies with its seed and its training data
+        (benchmarks/README.md: in two of five cross-validation folds no network of three passed);
         these masks are no held-out measure (the lesion pretraining trained on them, the label
         training never saw them) but rank the networks' held-out pointing. None: no check
 
