@@ -55,3 +55,34 @@ def test_invalid_lesions_are_refused():
         phantom.Lesion("tumour", "right", (0.5, 0.5, 0.5), 10.0)  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         phantom.Lesion("ground_glass", "middle", (0.5, 0.5, 0.5), 10.0)  # type: ignore[arg-type]
+
+
+def test_inserted_lesions_are_the_phantoms_lesions_filled_into_the_scan():
+    """insert_lesions places a lesion where make_phantom does, and fills lung at -850 HU to the
+    lesion's density while denser voxels (vessels) keep showing through."""
+    shape, spacing = (24, 64, 64), (5.0, 5.625, 5.625)
+    healthy = phantom.make_phantom(shape=shape, spacing_mm=spacing, lesions=[], noise_hu=0.0, seed=3)
+    with_lesions = phantom.make_phantom(shape=shape, spacing_mm=spacing, noise_hu=0.0, seed=3)
+    before = healthy.volume.array.copy()
+    volume, infection = phantom.insert_lesions(healthy.volume, healthy.lungs, phantom.DEFAULT_LESIONS)
+    np.testing.assert_array_equal(infection, with_lesions.infection)
+    np.testing.assert_array_equal(healthy.volume.array, before)  # the input is not modified
+    np.testing.assert_array_equal(volume.array[infection == 0], before[infection == 0])
+    parenchyma = before == phantom.LUNG_HU
+    assert set(np.unique(volume.array[(infection == 1) & parenchyma])) == {-500}
+    assert set(np.unique(volume.array[(infection == 2) & parenchyma])) == {-25}
+    vessel = (infection > 0) & (before == phantom.SOFT_TISSUE_HU)
+    assert vessel.any() and np.all(volume.array[vessel] == phantom.SOFT_TISSUE_HU)
+    assert volume.spacing_mm == healthy.volume.spacing_mm and volume.meta == healthy.volume.meta
+
+
+def test_lesions_are_inserted_only_into_hu_of_matching_shape(small_phantom):
+    from dataclasses import replace
+
+    lesions = phantom.DEFAULT_LESIONS
+    with pytest.raises(ValueError, match="HU"):
+        phantom.insert_lesions(replace(small_phantom.volume, is_hu=False), small_phantom.lungs, lesions)
+    with pytest.raises(ValueError, match="do not match"):
+        phantom.insert_lesions(small_phantom.volume, small_phantom.lungs[:-1], lesions)
+    with pytest.raises(ValueError, match="no left lung"):
+        phantom.insert_lesions(small_phantom.volume, np.where(small_phantom.lungs == 2, 0, small_phantom.lungs), lesions)

@@ -15,7 +15,7 @@ so any matrix size gives the same chest.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, Sequence
 
@@ -180,20 +180,8 @@ def make_phantom(
             hu[k][trachea] = AIR_HU
 
     infection = np.zeros(shape, dtype=np.uint8)
-    zz_mm = np.arange(nz)[:, None, None] * sz
-    yy_mm = np.arange(ny)[None, :, None] * sy
-    xx_mm = np.arange(nx)[None, None, :] * sx
     for lesion in lesions:
-        inside = lungs == LUNG_LABEL[lesion.lung]
-        if not inside.any():
-            raise ValueError(f"the phantom has no {lesion.lung} lung to place a lesion in")
-        idx = np.argwhere(inside)
-        lo, hi = idx.min(0), idx.max(0)
-        centre_mm = (lo + np.asarray(lesion.center) * (hi - lo)) * np.array(spacing_mm)
-        sphere = (
-            (zz_mm - centre_mm[0]) ** 2 + (yy_mm - centre_mm[1]) ** 2 + (xx_mm - centre_mm[2]) ** 2
-            <= lesion.radius_mm**2
-        ) & inside
+        sphere = _lesion_sphere(lungs, spacing_mm, lesion)
         hu[sphere] = lesion.density_hu
         infection[sphere] = INFECTION_LABEL[lesion.kind]
 
@@ -224,6 +212,63 @@ def make_phantom(
         ),
     )
     return Phantom(volume=volume, lungs=lungs, infection=infection, lesions=tuple(lesions))
+
+
+def _lesion_sphere(lungs: np.ndarray, spacing_mm: Sequence[float], lesion: Lesion) -> np.ndarray:
+    """Voxels of ``lesion``: its sphere, centred at fractions of its lung's bounding box and
+    clipped to that lung (``lungs`` labelled 1 right, 2 left)."""
+    inside = lungs == LUNG_LABEL[lesion.lung]
+    if not inside.any():
+        raise ValueError(f"there is no {lesion.lung} lung to place a lesion in")
+    idx = np.argwhere(inside)
+    lo, hi = idx.min(0), idx.max(0)
+    spacing = np.asarray(spacing_mm, dtype=float)
+    centre_mm = (lo + np.asarray(lesion.center) * (hi - lo)) * spacing
+    zz, yy, xx = (np.arange(n) * d - c for n, d, c in zip(lungs.shape, spacing, centre_mm))
+    sphere = zz[:, None, None] ** 2 + yy[None, :, None] ** 2 + xx[None, None, :] ** 2 <= lesion.radius_mm**2
+    return sphere & inside
+
+
+def insert_lesions(volume: Volume, lungs: np.ndarray, lesions: Sequence[Lesion]) -> tuple[Volume, np.ndarray]:
+    """Insert lesions into a real CT: known lesions on real anatomy, for testing the method.
+
+    Each lesion is placed as in :func:`make_phantom` (a sphere centred at fractions of its
+    lung's bounding box, clipped to ``lungs``). Inside it, a fraction ``f`` of every voxel's
+    content is replaced by soft tissue (+40 HU), ``HU' = (1 - f) HU + f * 40``, with ``f``
+    chosen so that lung at -850 HU takes the lesion's density (``Lesion.density_hu``: f = 0.39
+    for ground-glass at -500 HU, 0.93 for consolidation at -25 HU). Unlike the phantom's flat
+    spheres, the scan's vessels, noise and density gradients show through, as they do through
+    ground-glass. This is a partial-filling model, not a model of any particular disease.
+
+    Parameters
+    ----------
+    volume : Volume
+        A CT in HU.
+    lungs : ndarray, uint8, shape ``volume.shape``
+        Lung labels (1 right, 2 left), e.g. ``segment_lungs(volume).labels``.
+    lesions : sequence of Lesion
+        Later lesions overwrite earlier ones' labels where they overlap.
+
+    Returns
+    -------
+    volume : Volume
+        A copy of ``volume`` with the lesions in it.
+    infection : ndarray, uint8
+        Where they are: 0 none, 1 ground-glass, 2 consolidation.
+    """
+    if not volume.is_hu:
+        raise ValueError("lesions can only be inserted into a CT in HU")
+    if lungs.shape != volume.shape:
+        raise ValueError(f"lung labels of shape {lungs.shape} do not match the volume's {volume.shape}")
+    hu = volume.array.astype(np.float32)
+    infection = np.zeros(volume.shape, dtype=np.uint8)
+    for lesion in lesions:
+        sphere = _lesion_sphere(lungs, volume.spacing_mm, lesion)
+        fill = (lesion.density_hu - LUNG_HU) / (SOFT_TISSUE_HU - LUNG_HU)
+        hu[sphere] = (1 - fill) * hu[sphere] + fill * SOFT_TISSUE_HU
+        infection[sphere] = INFECTION_LABEL[lesion.kind]
+    array = np.rint(hu).astype(volume.array.dtype)
+    return replace(volume, array=array), infection
 
 
 def write_dicom_series(
