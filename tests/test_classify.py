@@ -50,8 +50,8 @@ def p001(shared_data):
 
 def test_classify_slices_separates_infected_slices(p001):
     """Real HU input through the whole inference path. The shipped classifier never trained on
-    P001 (it is held out; see its model card), so this is a held-out figure: measured 0.835,
-    floor 0.75."""
+    P001 (it is held out; see its model card), so this is a held-out figure: measured 0.930,
+    floor 0.85 (the issue's target for unseen COVID-CT-MD studies)."""
     from covidct.train.metrics import roc_auc
 
     volume, masks, infected = p001
@@ -59,7 +59,7 @@ def test_classify_slices_separates_infected_slices(p001):
     assert probs.shape == (volume.shape[0], 3)
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
     lung = masks.lung_slices
-    assert roc_auc(1 - probs[lung, 0], infected[lung]) >= 0.75
+    assert roc_auc(1 - probs[lung, 0], infected[lung]) >= 0.85
     # Infected slices of the COVID-19 study lean to COVID-19 rather than CAP.
     assert probs[infected, 1].mean() > probs[infected, 2].mean()
 

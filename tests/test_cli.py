@@ -168,9 +168,9 @@ def slices_cache(tmp_path_factory) -> Path:
 
 
 def test_evaluate_classifier_writes_metrics_and_roc(shared_data, slices_cache, tmp_path, capsys):
-    """The shipped classifier on its validation split (ucsd official val, zenodo20 val cases,
-    covid_ct_md P001): data it did not train on. The floors sit below the measured AUCs
-    (0.80 and 0.89) so that they flag a broken pipeline, not noise."""
+    """The shipped classifier on its validation split (zenodo20 val cases, covid_ct_md P001): data
+    it did not train on. It trained on every UCSD picture, so UCSD gets no figure. The floor sits
+    below the measured P001 AUC (0.93) so that it flags a broken pipeline, not noise."""
     from PIL import Image
 
     out = tmp_path / "eval"
@@ -178,10 +178,9 @@ def test_evaluate_classifier_writes_metrics_and_roc(shared_data, slices_cache, t
     result = json.loads(capsys.readouterr().out)
     assert json.loads((out / "classifier_metrics.json").read_text()) == result
     assert Image.open(out / "classifier_roc.png").size[0] > 300
-    ucsd = result["sources"]["ucsd"]
-    assert ucsd["slices"] == 118 and ucsd["auc_abnormal"] >= 0.75
+    assert "ucsd" not in result["sources"]
     assert result["sources"]["covid_ct_md"]["groups"] == ["P001"]
-    assert result["sources"]["covid_ct_md"]["auc_abnormal"] >= 0.80
+    assert result["sources"]["covid_ct_md"]["auc_abnormal"] >= 0.85
     assert result["picture_threshold"] > result["threshold"]  # 8-bit pictures have their own operating point
     assert result["sources"]["zenodo20"]["slices"] == 76 and result["sources"]["zenodo20"]["positives"] == 76
 

@@ -62,24 +62,71 @@ def growing():
     return out
 
 
-def test_localization_lies_on_the_inserted_lesions_inside_the_lungs(growing):
-    for ph, a in growing[1:]:
-        lesion = ph.infection > 0
-        share = float(a.maps[lesion].sum() / a.maps.sum())
-        lesion_fraction = float(lesion.sum() / (ph.lungs > 0).sum())  # 4.4 % and 11.6 % of the lungs
-        # measured: 0.43 and 0.63 of the map mass on the lesions (bf16 autocast and float32 alike)
-        assert share >= 0.35 and share >= 3 * lesion_fraction, (share, lesion_fraction)
-        assert float(a.maps[ph.lungs == 0].sum()) <= 0.01 * float(a.maps.sum())  # inside the true lungs
+# The classifier's calls are not asserted on the synthetic phantom: its flat, noisy lungs read
+# as abnormal-ish to the classifiers trained on real CT (median p_abnormal 0.68 at 128 x 128 and
+# 0.85 at 256 x 256 for the classifier shipped before 2026-12-07). They are asserted on real
+# anatomy below (test_on_a_normal_ct_with_inserted_lesions_...).
 
 
-def test_scores_and_volumes_grow_with_the_lesions(growing):
+def test_maps_stay_inside_the_true_lungs(growing):
+    for ph, a in growing:
+        assert float(a.maps[ph.lungs == 0].sum()) <= 0.01 * max(float(a.maps.sum()), 1e-9)
+
+
+def test_segmented_infection_grows_with_the_lesions(growing):
     analyses = [a for _, a in growing]
-    corona = [a.corona_score_cm3 for a in analyses]
     segmented = [a.infection_involvement["infection"].infection_volume_ml for a in analyses]
     involved = [a.infection_involvement["infection"].involvement_pct["total"] for a in analyses]
     lungs = [a.lungs.volume_ml["total"] for a in analyses]
-    assert corona[0] < corona[1] < corona[2], corona  # measured 0 / 29.0 / 63.1 cm3 (float32: 0 / 29.2 / 63.8)
     assert segmented[0] < segmented[1] < segmented[2], segmented  # 0 / 130.7 / 331.6 mL (bicubic-warp model, test-time flip)
     assert involved[0] < involved[1] < involved[2], involved
     assert max(lungs) - min(lungs) <= 0.02 * min(lungs), lungs  # lesions stay lung
+
+
+#: Radii of the lesions inserted into a real normal CT, as multiples of the phantom's default ones.
+INSERTED_GROWTH = (0.0, 1.0, 1.5)
+
+
+@pytest.fixture(scope="module")
+def inserted(shared_data):
+    """normal001 with the phantom's default lesions inserted at each :data:`INSERTED_GROWTH`
+    multiple of their radius, the lesions' labels, and the analysis with the shipped models."""
+    from dataclasses import replace
+
+    import covidct
+    from covidct.lungs import segment_lungs
+    from covidct.phantom import DEFAULT_LESIONS, insert_lesions
+
+    volume = covidct.load(shared_data / "covid_ct_md" / "Normal" / "normal001")
+    lungs = segment_lungs(volume).labels
+    out = []
+    for scale in INSERTED_GROWTH:
+        with_lesions, truth = insert_lesions(volume, lungs, [replace(les, radius_mm=les.radius_mm * scale) for les in DEFAULT_LESIONS] if scale else [])
+        out.append((truth, analyze(with_lesions)))
+    return out
+
+
+def test_on_a_normal_ct_with_inserted_lesions_the_case_turns_abnormal_and_the_scores_grow(inserted):
+    """Real anatomy, known lesions (127 and 396 mL; benchmarks/inserted_lesions.py). The shipped
+    classifier trained on normal001, not on these lesions. Measured (2026-12-07): normal /
+    abnormal / abnormal, Corona 40.2 / 106.7 / 155.0 cm3; the classifier shipped before called
+    both lesion cases normal (Corona 0 / 6.4 / 17.7)."""
+    analyses = [a for _, a in inserted]
+    corona = [a.corona_score_cm3 for a in analyses]
+    segmented = [a.infection_involvement["infection"].infection_volume_ml for a in analyses]
+    lungs = [a.lungs.volume_ml["total"] for a in analyses]
     assert [a.decision.label for a in analyses] == ["normal", "abnormal", "abnormal"]
+    assert corona[0] < corona[1] < corona[2], corona
+    assert segmented[0] < segmented[1] < segmented[2], segmented  # 2.9 / 60.0 / 77.8 mL
+    assert min(lungs) >= 0.95 * lungs[0], lungs  # lesions stay lung: 3533 / 3528 / 3446 mL
+
+
+def test_on_a_normal_ct_the_maps_lie_on_the_inserted_lesions(inserted):
+    """Measured: 0.30 and 0.36 of the map mass on lesions that fill 3.5 % and 9.1 % of the lungs
+    (enrichment 8.4 and 3.9); the classifier shipped before: 0.51 and 0.50."""
+    for truth, a in inserted[1:]:
+        lesion = truth > 0
+        share = float(a.maps[lesion].sum() / a.maps.sum())
+        in_lungs = a.lungs.labels > 0
+        lesion_fraction = float((lesion & in_lungs).sum() / in_lungs.sum())
+        assert share >= 2 * lesion_fraction, (share, lesion_fraction)
