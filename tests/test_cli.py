@@ -265,6 +265,14 @@ def test_train_classifier_layer3_lr_factor_without_pretraining_is_one_line_exit_
     assert not list(tmp_path.glob("classifier*"))  # nothing written
 
 
+def test_train_lungs_dense_lesions_out_of_range_is_one_line_exit_2(tmp_path, capsys):
+    out = tmp_path / "lungs"
+    assert main(["train", "lungs", "--data", str(tmp_path), "--out", str(out), "--dense-lesions", "1.5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "dense_lesions" in err[0]
+    assert not list(tmp_path.glob("lungs*"))  # nothing written
+
+
 def test_train_classifier_map_check_out_of_range_or_failed_is_one_line_exit_2(tmp_path, capsys, monkeypatch):
     from covidct.train import classifier as train_classifier
 

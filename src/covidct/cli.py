@@ -305,7 +305,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_train_lungs(args: argparse.Namespace) -> int:
     from covidct.train import lungs as train_lungs
 
-    card = train_lungs.train(**_training_kwargs(args), encoder_weights=args.encoder_weights)
+    try:
+        card = train_lungs.train(**_training_kwargs(args), encoder_weights=args.encoder_weights,
+                                 dense_lesions=args.dense_lesions)
+    except ValueError as exc:  # flags that do not go together, a probability out of range
+        raise InputError(str(exc)) from None
     _print_training_result(args.out, card)
     return 0
 
@@ -604,6 +608,9 @@ def build_parser() -> argparse.ArgumentParser:
     tl.add_argument("--arch", choices=["UNet", "VGG16UNet"], default="UNet", help="network (default UNet, compact)")
     tl.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     tl.add_argument("--encoder-weights", metavar="PATH", help="torchvision VGG16 weights for --arch VGG16UNet")
+    tl.add_argument("--dense-lesions", type=float, default=0.0, metavar="P",
+                    help="probability per training image of dense lesions painted in at the lungs' edge, labelled lung "
+                    "(0 <= P <= 1; default %(default)s)")
     tl.set_defaults(func=cmd_train_lungs)
 
     ev = sub.add_parser("evaluate", help="evaluate a model on a held-out split", description="Evaluate a model.")

@@ -16,6 +16,33 @@ def test_augment_moves_image_and_mask_together():
     assert float(xa[ya == 0].mean()) < 0.2 and float(xa[ya == 1].mean()) > 0.6
 
 
+def test_dense_lesions_are_painted_inside_the_lungs_at_soft_tissue_brightness():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.full((3, 1, 64, 64), 0.7)  # soft tissue
+    lung = torch.zeros_like(x)
+    lung[:, :, 16:48, 8:30] = 1.0
+    x[lung == 1] = 0.1  # dark lung
+    assert torch.equal(train_lungs.insert_dense_lesions(x, lung, gen, p=0.0), x)
+    out = train_lungs.insert_dense_lesions(x, lung, gen, p=1.0)
+    assert torch.equal(out[lung == 0], x[lung == 0])  # nothing outside the lungs
+    changed = (out - x).abs() > 0.05
+    assert changed.any() and bool(lung[changed].eq(1).all())
+    assert 0.55 < float(out[changed].median()) < 0.85  # lung turned to the soft tissue's brightness
+    edge = torch.zeros_like(lung, dtype=torch.bool)
+    edge[:, :, 16:48, 8:30] = True
+    edge[:, :, 17:47, 9:29] = False
+    for i in range(3):  # each image's lesions reach the lung's edge
+        assert bool((changed[i] & edge[i]).any())
+
+
+def test_augment_without_dense_lesions_draws_what_it_drew_before():
+    x = torch.rand(2, 1, 64, 64, generator=torch.Generator().manual_seed(1))
+    y = (x > 0.5).float()
+    a = train_lungs.augment(x, y, torch.Generator().manual_seed(0), crop=48)
+    b = train_lungs.augment(x, y, torch.Generator().manual_seed(0), crop=48, dense_lesions=0.0)
+    assert all(torch.equal(u, v) for u, v in zip(a, b))
+
+
 def test_zenodo_split_is_by_case_and_flipped_to_anterior_top(shared_data):
     train = load_zenodo20(shared_data, ("train",))
     val = load_zenodo20(shared_data, ("val",))
