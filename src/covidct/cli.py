@@ -610,7 +610,7 @@ def build_parser() -> argparse.ArgumentParser:
     tl.add_argument("--encoder-weights", metavar="PATH", help="torchvision VGG16 weights for --arch VGG16UNet")
     tl.add_argument("--dense-lesions", type=float, default=0.0, metavar="P",
                     help="probability per training image of dense lesions painted in at the lungs' edge, labelled lung "
-                    "(0 <= P <= 1; default %(default)s)")
+                    "(0 <= P <= 1; default %(default)s; tried at 0.5 without gain, benchmarks/README.md)")
     tl.set_defaults(func=cmd_train_lungs)
 
     ev = sub.add_parser("evaluate", help="evaluate a model on a held-out split", description="Evaluate a model.")

@@ -46,9 +46,9 @@ def insert_dense_lesions(x: torch.Tensor, lung: torch.Tensor, gen: torch.Generat
     With probability ``p`` per image, one or two ellipses (semi-axes 6-36 px, soft edges) centred
     on random pixels of the lung mask's edge are blended in, clipped to the lung, at the
     brightness of the image's soft tissue (a quantile in 0.60-0.85 of the pixels outside the
-    lungs) with a little texture (N(0, 0.03)). Dense consolidation at the lung's edge looks like
-    the chest wall; the training masks rarely show it, and without it the model leaves large
-    consolidations out of the lung.
+    lungs) with a little texture (N(0, 0.03)). Meant to teach the model that dense consolidation
+    at the lung's edge, which looks like the chest wall and which the training masks rarely
+    show, is lung; tried at p = 0.5, it did not (benchmarks/README.md, "Lesions must stay lung").
 
     Parameters
     ----------
