@@ -49,7 +49,7 @@ from covidct import classify, localize, lungs
 from covidct.train.data import load_medseg, load_zenodo20
 
 METRICS = localize.MAP_SCORES
-EMPTY = "empty_maps"
+EMPTY = localize.EMPTY_MAPS
 
 
 def _cases(training_masks: bool = False) -> list[tuple[str, str, np.ndarray, np.ndarray, np.ndarray]]:

@@ -127,6 +127,8 @@ def picture_maps(model: nn.Module, images: np.ndarray, lung_masks: np.ndarray, l
 
 #: The per-slice figures of :func:`map_scores`.
 MAP_SCORES = ("enrichment", "pointing", "chance", "dice")
+#: The key of :func:`map_scores` that counts the slices whose map is zero everywhere.
+EMPTY_MAPS = "empty_maps"
 
 
 def map_scores(maps: np.ndarray, lung_masks: np.ndarray, infection: np.ndarray) -> dict[str, list[float]]:
@@ -152,7 +154,7 @@ def map_scores(maps: np.ndarray, lung_masks: np.ndarray, infection: np.ndarray) 
     -------
     ``{name: per-slice values}`` for the names of :data:`MAP_SCORES` and ``empty_maps``.
     """
-    per: dict[str, list[float]] = {k: [] for k in (*MAP_SCORES, "empty_maps")}
+    per: dict[str, list[float]] = {k: [] for k in (*MAP_SCORES, EMPTY_MAPS)}
     for m, in_lung, inf in zip(maps, lung_masks > 0, infection > 0):
         inf = inf & in_lung
         rest = in_lung & ~inf
@@ -160,7 +162,7 @@ def map_scores(maps: np.ndarray, lung_masks: np.ndarray, infection: np.ndarray) 
             continue
         m = np.where(in_lung, m, 0.0)
         if m.max() <= 0:
-            per["empty_maps"].append(1.0)
+            per[EMPTY_MAPS].append(1.0)
             continue
         per["enrichment"].append(float(m[inf].mean() / max(m[rest].mean(), 1e-9)))
         per["pointing"].append(float(inf.flat[int(np.argmax(m))]))
