@@ -54,6 +54,17 @@ def network_slices_per_s(model: torch.nn.Module, input_shape: tuple[int, int, in
     return n_batches * input_shape[0] / (time.perf_counter() - start)
 
 
+def model_arguments(doc: str | None, model: str, default_weights: str, default_name: str) -> argparse.Namespace:
+    """Parse the command line of a script that measures one model: ``--weights CARD`` (default
+    the shipped ``default_weights``) and ``--name NAME``; sets 2 torch threads."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", default=default_weights, help=f"{model} model card (default: the shipped one)")
+    parser.add_argument("--name", default=default_name, help="results/NAME.json (default: %(default)s)")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    return args
+
+
 def fold_models_arguments(doc: str | None, default_name: str) -> argparse.Namespace:
     """Parse the command line of a script that measures the fold models kept by
     ``benchmarks/infection_cv.py --keep DIR``: ``--folds DIR`` and ``--name NAME``; sets 2 torch threads."""

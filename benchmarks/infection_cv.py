@@ -42,7 +42,7 @@ from covidct.train.data import load_medseg, load_zenodo20
 
 #: How cards written before a recipe option existed were trained (the option's key is missing).
 BEFORE_OPTION = {"dice_per_image": False, "intensity_gamma": 1.0, "zenodo_intensity_channel": True,
-                 "warp_interpolation": "bilinear"}
+                 "warp_interpolation": "bilinear", "init_from_lungs": None}
 
 
 def main() -> None:
@@ -66,6 +66,8 @@ def main() -> None:
                         default=train_infection.WARP_INTERPOLATION,
                         help="how the augmentation warp resamples the images (default: the shipped recipe's, "
                         "bicubic since 2026-12-06; bilinear before)")
+    parser.add_argument("--init-from-lungs", metavar="CARD",
+                        help="start every fold model from this lung model's weights ('lungs': the shipped one)")
     args = parse_cross_validation_arguments(parser, "infection_cv")
     medseg = load_medseg(DATA)
     zenodo_val = load_zenodo20(DATA, ("val",))
@@ -93,7 +95,8 @@ def main() -> None:
                                              intensity_gamma=args.intensity_gamma,
                                              zenodo_intensity=not args.no_zenodo_intensity,
                                              medseg_repeats=args.medseg_repeats,
-                                             warp_interpolation=args.warp_interpolation)
+                                             warp_interpolation=args.warp_interpolation,
+                                             init_from_lungs=args.init_from_lungs)
             model = load_infection_model(str(stem) + ".json").model
             train_slices, val_slices = train_infection.split_medseg(medseg, val, guard)
             fit_counts.update({f"fold{k}:{name}": c for name, c in
@@ -115,6 +118,7 @@ def main() -> None:
                    "dice_per_image": args.dice_per_image,
                    "intensity_gamma": args.intensity_gamma, "zenodo_intensity": not args.no_zenodo_intensity,
                    "medseg_repeats": args.medseg_repeats, "warp_interpolation": args.warp_interpolation,
+                   "init_from_lungs": args.init_from_lungs,
                    "train_folds": args.train_folds, "other settings": "train() defaults"},
         "pooled_over_folds": {
             ("flip" if flip else "plain"): {
@@ -161,6 +165,7 @@ def recipe_mismatch(card: dict, args: argparse.Namespace, val: tuple[str, ...], 
         "dice_per_image": args.dice_per_image, "intensity_gamma": args.intensity_gamma,
         "zenodo_intensity_channel": not args.no_zenodo_intensity,
         "medseg_repeats_per_epoch": args.medseg_repeats, "warp_interpolation": args.warp_interpolation,
+        "init_from_lungs": args.init_from_lungs,
     }
     found = {key: training.get(key, BEFORE_OPTION.get(key)) for key in wanted}
     found["features"], wanted["features"] = card["architecture_args"]["features"], train_infection.WIDTHS[args.width]

@@ -20,12 +20,9 @@ volume, and the lung volume (the lesions should stay lung).
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import replace
 
-import numpy as np
-import torch
-from _common import DATA, record
+from _common import DATA, model_arguments, record
 
 import covidct
 from covidct.classify import load_classifier
@@ -38,11 +35,7 @@ SCALES = (0.0, 1.0, 1.5, 2.0)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", default="classifier", help="classifier model card (default: the shipped one)")
-    parser.add_argument("--name", default="inserted_lesions", help="results/NAME.json (default: %(default)s)")
-    args = parser.parse_args()
-    torch.set_num_threads(2)
+    args = model_arguments(__doc__, "classifier", "classifier", "inserted_lesions")
     classifier = load_classifier(args.weights)
     volume = covidct.load(DATA / "covid_ct_md" / STUDY[0] / STUDY[1])
     lungs = segment_lungs(volume).labels

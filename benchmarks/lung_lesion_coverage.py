@@ -18,12 +18,10 @@ radiologists' (or the inserted) infection pixels inside the lung mask:
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import replace
 
 import numpy as np
-import torch
-from _common import DATA, record
+from _common import DATA, model_arguments, record
 
 import covidct
 from covidct import lungs
@@ -38,11 +36,7 @@ def _share(part: np.ndarray, whole: np.ndarray) -> float | None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", default="lungs", help="lung model card (default: the shipped one)")
-    parser.add_argument("--name", default="lung_lesion_coverage", help="results/NAME.json (default: %(default)s)")
-    args = parser.parse_args()
-    torch.set_num_threads(2)
+    args = model_arguments(__doc__, "lung", "lungs", "lung_lesion_coverage")
     model = lungs.load_lung_model(args.weights)
 
     inside, total = 0, 0

@@ -215,3 +215,30 @@ def test_typing_counts_type_the_true_extent_by_the_models_two_types_only():
     assert counts["consolidation"] == (160, 480, 320)
     assert counts["ground_glass"] == (0, 160, 0)
     assert train_infection.medseg_counts(_TypesByHalf(), [item])["s"]["infection"] == (0, 320, 320)
+
+
+def test_init_from_the_lung_model_copies_its_weights_into_the_clahe_channel():
+    from covidct import infection
+    from covidct.models import UNet
+    from covidct.models.weights import read_weights
+
+    model = UNet(in_channels=infection.CHANNELS, out_channels=3, features=train_infection.WIDTHS["compact"])
+    head = model.head.weight.detach().clone()
+    copied = train_infection.init_from_lung_model(model, "lungs")
+    _, lung = read_weights("lungs")
+    state = model.state_dict()
+    assert copied == len(state) - 2  # all but the head's weight and bias
+    assert torch.equal(state["encoder.2.0.weight"], lung["encoder.2.0.weight"])
+    assert torch.equal(state["decoder.0.up.weight"], lung["decoder.0.up.weight"])
+    assert torch.equal(state["encoder.0.0.weight"][:, :1], lung["encoder.0.0.weight"])
+    assert not state["encoder.0.0.weight"][:, 1:].any()  # the intensity channel starts at zero
+    assert torch.equal(model.head.weight, head)
+
+
+def test_init_from_a_lung_model_of_other_widths_is_refused():
+    from covidct import infection
+    from covidct.models import UNet
+
+    model = UNet(in_channels=infection.CHANNELS, out_channels=3, features=train_infection.WIDTHS["wide"])
+    with pytest.raises(ValueError, match="no tensor fits"):
+        train_infection.init_from_lung_model(model, "lungs")

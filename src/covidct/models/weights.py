@@ -151,6 +151,34 @@ def save(model: nn.Module, card: dict[str, Any], stem: str | os.PathLike[str], h
     return card_path
 
 
+def read_weights(name_or_path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The model card and the float32 tensors of weights given by shipped name (``"lungs"``) or
+    by card / safetensors path, checked against the card's sha256; nothing is built or fused.
+
+    Raises
+    ------
+    FileNotFoundError
+        No such weights.
+    ValueError
+        Checksum mismatch.
+    """
+    from safetensors.torch import load_file
+
+    path = Path(name_or_path)
+    if path.suffix not in (".json", ".safetensors"):
+        path = SHIPPED / f"{name_or_path}.json"
+    card_path = path.with_suffix(".json")
+    if not card_path.is_file():
+        raise FileNotFoundError(f"no model card at {card_path}")
+    card = json.loads(card_path.read_text())
+    tensors = card_path.parent / card.get("weights_file", card_path.with_suffix(".safetensors").name)
+    digest = sha256_of(tensors)
+    if digest != card.get("sha256"):
+        raise ValueError(f"{tensors}: sha256 {digest[:12]}... does not match its model card; the file is damaged or replaced")
+    state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(tensors)).items()}
+    return card, state
+
+
 def load(name_or_path: str | os.PathLike[str], expect_input: dict[str, Any] | None = None) -> LoadedModel:
     """Load weights by shipped name (``"lungs"``) or by card / safetensors path.
 
@@ -169,24 +197,11 @@ def load(name_or_path: str | os.PathLike[str], expect_input: dict[str, Any] | No
         Checksum mismatch, unknown architecture, input spec mismatch, or tensors that do not
         fit the architecture.
     """
-    from safetensors.torch import load_file
-
-    path = Path(name_or_path)
-    if path.suffix not in (".json", ".safetensors"):
-        path = SHIPPED / f"{name_or_path}.json"
-    card_path = path.with_suffix(".json")
-    if not card_path.is_file():
-        raise FileNotFoundError(f"no model card at {card_path}")
-    card = json.loads(card_path.read_text())
-    tensors = card_path.parent / card.get("weights_file", card_path.with_suffix(".safetensors").name)
-    digest = sha256_of(tensors)
-    if digest != card.get("sha256"):
-        raise ValueError(f"{tensors}: sha256 {digest[:12]}... does not match its model card; the file is damaged or replaced")
+    card, state = read_weights(name_or_path)
     for key, value in (expect_input or {}).items():
         if card["input"].get(key) != value:
-            raise ValueError(f"{card_path}: input {key} is {card['input'].get(key)!r}, expected {value!r}")
+            raise ValueError(f"{name_or_path}: input {key} is {card['input'].get(key)!r}, expected {value!r}")
     model = build(card)
-    state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(tensors)).items()}
     model.load_state_dict(state, strict=True)
     model.eval()
     fuse_batchnorm(model)

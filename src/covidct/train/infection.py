@@ -230,6 +230,7 @@ def train(
     zenodo_intensity: bool = True,
     medseg_repeats: int = MEDSEG_REPEATS,
     warp_interpolation: str = WARP_INTERPOLATION,
+    init_from_lungs: str | None = None,
 ) -> dict[str, Any]:
     """Train on the training slices and save weights + model card at ``out_stem``.
 
@@ -247,7 +248,8 @@ def train(
     ``dice_per_image`` (:func:`loss_fn`), ``intensity_gamma`` (:func:`augment`),
     ``zenodo_intensity`` (False: zenodo20's intensity channel is set to 0 after augmentation, as
     its pictures exist only after CLAHE), ``medseg_repeats`` (times each MedSeg slice is seen
-    per epoch) and ``warp_interpolation`` (:func:`augment`).
+    per epoch), ``warp_interpolation`` (:func:`augment`) and ``init_from_lungs`` (a lung model
+    card or shipped name to start from, :func:`init_from_lung_model`; None: random weights).
 
     Returns
     -------
@@ -264,6 +266,8 @@ def train(
     items = epoch_items(n_zenodo, len(x_all) - n_zenodo, medseg_repeats)
     args = {"in_channels": infection.CHANNELS, "out_channels": 3, "features": WIDTHS[width]}
     model = UNet(**args)
+    if init_from_lungs is not None:
+        init_from_lung_model(model, init_from_lungs)
     def batch(idx: torch.Tensor) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
         xb, yb = augment(x_all[idx], y_all[idx], gen, crop, intensity_gamma, warp_interpolation)
         if not zenodo_intensity:
@@ -298,6 +302,7 @@ def train(
             "n_train_slices": {"medseg": len(medseg_train), "zenodo20": n_zenodo},
             "medseg_repeats_per_epoch": medseg_repeats,
             "warp_interpolation": warp_interpolation,
+            "init_from_lungs": init_from_lungs,
             "class_weights": list(class_weights),
             "dice_per_image": dice_per_image,
             "intensity_gamma": intensity_gamma,
@@ -315,6 +320,37 @@ def train(
     }
     model_weights.save(model, card, out_stem)
     return card
+
+
+def init_from_lung_model(model: UNet, name_or_path: str = "lungs") -> int:
+    """Start the infection U-Net from a lung U-Net's weights (transfer learning from lung
+    segmentation on CT slices).
+
+    Every tensor of the same name and shape is copied. The first convolution's one input
+    channel goes to channel 0 (the CLAHE channel, the lung model's own kind of input); the
+    intensity channel's weights start at zero. The head (one output there, three here) keeps
+    its random weights.
+
+    Returns
+    -------
+    The number of tensors copied.
+    """
+    _, lung_state = model_weights.read_weights(name_or_path)
+    own = model.state_dict()
+    copied = {}
+    for name, tensor in lung_state.items():
+        if name not in own:
+            continue
+        if own[name].shape == tensor.shape:
+            copied[name] = tensor
+        elif name == "encoder.0.0.weight" and own[name].shape[:1] + own[name].shape[2:] == tensor.shape[:1] + tensor.shape[2:]:
+            first = torch.zeros_like(own[name])
+            first[:, :1] = tensor
+            copied[name] = first
+    if not any(name.startswith("encoder.") and tensor.is_floating_point() for name, tensor in copied.items()):
+        raise ValueError(f"{name_or_path}: no tensor fits the infection U-Net (is it a lung U-Net of the same widths?)")
+    model.load_state_dict(copied, strict=False)
+    return len(copied)
 
 
 def predict_labels(model: torch.nn.Module, images: np.ndarray, box: classify.Box, flip: bool = False) -> np.ndarray:
