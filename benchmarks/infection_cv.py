@@ -66,9 +66,14 @@ def main() -> None:
                         default=train_infection.WARP_INTERPOLATION,
                         help="how the augmentation warp resamples the images (default: the shipped recipe's, "
                         "bicubic since 2026-12-06; bilinear before)")
-    parser.add_argument("--init-from-lungs", metavar="CARD",
-                        help="start every fold model from this lung model's weights ('lungs': the shipped one)")
+    parser.add_argument("--init-from-lungs", metavar="CARD", default=train_infection.INIT_FROM_LUNGS,
+                        help="start every fold model from this lung model's weights (default: the shipped one, as "
+                        "the recipe does since 2026-12-07)")
+    parser.add_argument("--random-init", action="store_true",
+                        help="start every fold model from random weights (the recipe before 2026-12-07)")
     args = parse_cross_validation_arguments(parser, "infection_cv")
+    if args.random_init:
+        args.init_from_lungs = None
     medseg = load_medseg(DATA)
     zenodo_val = load_zenodo20(DATA, ("val",))
     folds = unused_folds_as_guard(train_infection.medseg_folds([s.name for s in medseg], args.folds),

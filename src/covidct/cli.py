@@ -393,8 +393,12 @@ def cmd_train_infection(args: argparse.Namespace) -> int:
     from covidct.train import infection as train_infection
 
     split = {"medseg_val": (), "medseg_guard": ()} if args.all_medseg else {}
-    card = train_infection.train(**_training_kwargs(args), width=args.width,
-                                 warp_interpolation=args.warp_interpolation, **split)
+    try:
+        card = train_infection.train(**_training_kwargs(args), width=args.width,
+                                     warp_interpolation=args.warp_interpolation,
+                                     init_from_lungs=None if args.random_init else args.init_from_lungs, **split)
+    except (ValueError, FileNotFoundError) as exc:  # lung weights that are missing, damaged or do not fit
+        raise InputError(str(exc)) from None
     _print_training_result(args.out, card)
     return 0
 
@@ -696,6 +700,10 @@ def build_parser() -> argparse.ArgumentParser:
     ti.add_argument("--all-medseg", action="store_true",
                     help="train on all 50 MedSeg slices, none held out (the recipe's estimate is then the 5-fold "
                     "cross-validation of benchmarks/infection_cv.py)")
+    ti.add_argument("--init-from-lungs", metavar="CARD", default="lungs",
+                    help="start from this lung U-Net's weights (default: the shipped lung model, as the shipped "
+                    "recipe; it must have the same widths)")
+    ti.add_argument("--random-init", action="store_true", help="start from random weights (the recipe before 2026-12-07)")
     _add_warp_argument(ti, "bicubic")
     ti.set_defaults(func=cmd_train_infection)
 

@@ -58,6 +58,9 @@ WARP_INTERPOLATION = "bicubic"
 EPOCHS = 50
 #: Network widths compared (benchmarks/README.md, "Infection segmentation"): "compact" is the lung
 #: U-Net's, "wide" doubles every level (4x the compute).
+#: The recipe starts from the shipped lung U-Net's weights (:func:`init_from_lung_model`; since
+#: 2026-12-07, benchmarks/README.md "Infection segmentation").
+INIT_FROM_LUNGS = "lungs"
 WIDTHS: dict[str, list[int]] = {"compact": [8, 16, 32, 64, 128], "wide": [16, 32, 64, 128, 256]}
 
 
@@ -230,7 +233,7 @@ def train(
     zenodo_intensity: bool = True,
     medseg_repeats: int = MEDSEG_REPEATS,
     warp_interpolation: str = WARP_INTERPOLATION,
-    init_from_lungs: str | None = None,
+    init_from_lungs: str | None = INIT_FROM_LUNGS,
 ) -> dict[str, Any]:
     """Train on the training slices and save weights + model card at ``out_stem``.
 
@@ -249,7 +252,8 @@ def train(
     ``zenodo_intensity`` (False: zenodo20's intensity channel is set to 0 after augmentation, as
     its pictures exist only after CLAHE), ``medseg_repeats`` (times each MedSeg slice is seen
     per epoch), ``warp_interpolation`` (:func:`augment`) and ``init_from_lungs`` (a lung model
-    card or shipped name to start from, :func:`init_from_lung_model`; None: random weights).
+    card or shipped name to start from, :func:`init_from_lung_model`; None: random weights,
+    the recipe before 2026-12-07).
 
     Returns
     -------
