@@ -151,6 +151,14 @@ def save(model: nn.Module, card: dict[str, Any], stem: str | os.PathLike[str], h
     return card_path
 
 
+def model_card_path(name_or_path: str | os.PathLike[str]) -> Path:
+    """The model card of a shipped name (``"lungs"``) or of a card / safetensors path."""
+    path = Path(name_or_path)
+    if path.suffix not in (".json", ".safetensors"):
+        path = SHIPPED / f"{name_or_path}.json"
+    return path.with_suffix(".json")
+
+
 def read_weights(name_or_path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """The model card and the float32 tensors of weights given by shipped name (``"lungs"``) or
     by card / safetensors path, checked against the card's sha256; nothing is built or fused.
@@ -164,10 +172,7 @@ def read_weights(name_or_path: str | os.PathLike[str]) -> tuple[dict[str, Any], 
     """
     from safetensors.torch import load_file
 
-    path = Path(name_or_path)
-    if path.suffix not in (".json", ".safetensors"):
-        path = SHIPPED / f"{name_or_path}.json"
-    card_path = path.with_suffix(".json")
+    card_path = model_card_path(name_or_path)
     if not card_path.is_file():
         raise FileNotFoundError(f"no model card at {card_path}")
     card = json.loads(card_path.read_text())
@@ -200,7 +205,7 @@ def load(name_or_path: str | os.PathLike[str], expect_input: dict[str, Any] | No
     card, state = read_weights(name_or_path)
     for key, value in (expect_input or {}).items():
         if card["input"].get(key) != value:
-            raise ValueError(f"{name_or_path}: input {key} is {card['input'].get(key)!r}, expected {value!r}")
+            raise ValueError(f"{model_card_path(name_or_path)}: input {key} is {card['input'].get(key)!r}, expected {value!r}")
     model = build(card)
     model.load_state_dict(state, strict=True)
     model.eval()

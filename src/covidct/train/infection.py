@@ -56,11 +56,11 @@ WARP_INTERPOLATION = "bicubic"
 #: Training length (100 was cross-validated: zenodo20 +0.06, MedSeg within the seed-to-seed spread,
 #: but half the phantom's ground-glass missed; not shipped: benchmarks/README.md, "Training length").
 EPOCHS = 50
-#: Network widths compared (benchmarks/README.md, "Infection segmentation"): "compact" is the lung
-#: U-Net's, "wide" doubles every level (4x the compute).
 #: The recipe starts from the shipped lung U-Net's weights (:func:`init_from_lung_model`; since
 #: 2026-12-07, benchmarks/README.md "Infection segmentation").
 INIT_FROM_LUNGS = "lungs"
+#: Network widths compared (benchmarks/README.md, "Infection segmentation"): "compact" is the lung
+#: U-Net's, "wide" doubles every level (4x the compute).
 WIDTHS: dict[str, list[int]] = {"compact": [8, 16, 32, 64, 128], "wide": [16, 32, 64, 128, 256]}
 
 
