@@ -20,14 +20,12 @@ volume, and the lung volume (the lesions should stay lung).
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from _common import DATA, model_arguments, record
 
 import covidct
 from covidct.classify import load_classifier
 from covidct.lungs import segment_lungs
-from covidct.phantom import DEFAULT_LESIONS, insert_lesions
+from covidct.phantom import insert_lesions, scaled_lesions
 
 STUDY = ("Normal", "normal001")
 #: Multiples of the default lesions' radii.
@@ -41,8 +39,7 @@ def main() -> None:
     lungs = segment_lungs(volume).labels
     rows = []
     for scale in SCALES:
-        lesions = [replace(les, radius_mm=les.radius_mm * scale) for les in DEFAULT_LESIONS] if scale else []
-        with_lesions, truth = insert_lesions(volume, lungs, lesions)
+        with_lesions, truth = insert_lesions(volume, lungs, scaled_lesions(scale))
         a = covidct.analyze(with_lesions, classifier=classifier)
         lesion = truth > 0
         in_lungs = a.lungs.labels > 0

@@ -18,14 +18,12 @@ radiologists' (or the inserted) infection pixels inside the lung mask:
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 from _common import DATA, model_arguments, record
 
 import covidct
 from covidct import lungs
-from covidct.phantom import DEFAULT_LESIONS, INFECTION_LABEL, insert_lesions
+from covidct.phantom import INFECTION_LABEL, insert_lesions, scaled_lesions
 from covidct.train.data import load_medseg, load_zenodo20
 
 SCALES = (1.0, 1.5, 2.0)
@@ -64,7 +62,7 @@ def main() -> None:
     labels = lungs.segment_lungs(volume, model=model).labels
     inserted = []
     for scale in SCALES:
-        with_lesions, truth = insert_lesions(volume, labels, [replace(les, radius_mm=les.radius_mm * scale) for les in DEFAULT_LESIONS])
+        with_lesions, truth = insert_lesions(volume, labels, scaled_lesions(scale))
         again = lungs.segment_lungs(with_lesions, model=model).labels > 0
         raw = lungs.predict_mask(model.model, with_lesions.array, True, progress=False)
         row: dict[str, float | None] = {"radius_scale": scale}

@@ -70,11 +70,9 @@ def test_intensity_channel_of_8bit_pictures_is_their_min_max():
 
 
 def _phantom_segmentation(scale: float, model, lesions=True):
-    import dataclasses
-
     from covidct import lungs, phantom
 
-    chosen = tuple(dataclasses.replace(l, radius_mm=l.radius_mm * scale) for l in phantom.DEFAULT_LESIONS)
+    chosen = phantom.scaled_lesions(scale)
     ph = phantom.make_phantom(shape=(48, 128, 128), spacing_mm=(5.0, 2.8125, 2.8125),
                               lesions=chosen if lesions else (), seed=0)
     found = infection.segment_infection(ph.volume, lungs.segment_lungs(ph.volume), model)

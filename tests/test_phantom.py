@@ -86,3 +86,12 @@ def test_lesions_are_inserted_only_into_hu_of_matching_shape(small_phantom):
         phantom.insert_lesions(small_phantom.volume, small_phantom.lungs[:-1], lesions)
     with pytest.raises(ValueError, match="no left lung"):
         phantom.insert_lesions(small_phantom.volume, np.where(small_phantom.lungs == 2, 0, small_phantom.lungs), lesions)
+
+
+def test_scaled_lesions_multiply_the_radii_and_vanish_at_zero():
+    grown = phantom.scaled_lesions(1.5)
+    assert [les.radius_mm for les in grown] == [les.radius_mm * 1.5 for les in phantom.DEFAULT_LESIONS]
+    assert [les.center for les in grown] == [les.center for les in phantom.DEFAULT_LESIONS]
+    assert phantom.scaled_lesions(0.0) == ()
+    with pytest.raises(ValueError):
+        phantom.scaled_lesions(-1.0)

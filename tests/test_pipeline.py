@@ -51,13 +51,11 @@ GROWTH = (0.0, 1.0, 1.4)
 def growing():
     """The default 48 x 128 x 128 phantom with its lesions at each :data:`GROWTH` multiple of
     their radius (0: a healthy phantom), and its analysis with the shipped models."""
-    from dataclasses import replace
-
-    from covidct.phantom import DEFAULT_LESIONS, make_phantom
+    from covidct.phantom import make_phantom, scaled_lesions
 
     out = []
     for scale in GROWTH:
-        ph = make_phantom(lesions=[replace(les, radius_mm=les.radius_mm * scale) for les in DEFAULT_LESIONS] if scale else [])
+        ph = make_phantom(lesions=scaled_lesions(scale))
         out.append((ph, analyze(ph.volume)))
     return out
 
@@ -91,17 +89,15 @@ INSERTED_GROWTH = (0.0, 1.0, 1.5)
 def inserted(shared_data):
     """normal001 with the phantom's default lesions inserted at each :data:`INSERTED_GROWTH`
     multiple of their radius, the lesions' labels, and the analysis with the shipped models."""
-    from dataclasses import replace
-
     import covidct
     from covidct.lungs import segment_lungs
-    from covidct.phantom import DEFAULT_LESIONS, insert_lesions
+    from covidct.phantom import insert_lesions, scaled_lesions
 
     volume = covidct.load(shared_data / "covid_ct_md" / "Normal" / "normal001")
     lungs = segment_lungs(volume).labels
     out = []
     for scale in INSERTED_GROWTH:
-        with_lesions, truth = insert_lesions(volume, lungs, [replace(les, radius_mm=les.radius_mm * scale) for les in DEFAULT_LESIONS] if scale else [])
+        with_lesions, truth = insert_lesions(volume, lungs, scaled_lesions(scale))
         out.append((truth, analyze(with_lesions)))
     return out
 

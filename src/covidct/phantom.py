@@ -80,6 +80,13 @@ DEFAULT_LESIONS: tuple[Lesion, ...] = (
 )
 
 
+def scaled_lesions(factor: float, lesions: Sequence[Lesion] = DEFAULT_LESIONS) -> tuple[Lesion, ...]:
+    """``lesions`` with every radius multiplied by ``factor``; none at 0 (a healthy chest)."""
+    if factor < 0:
+        raise ValueError("the radius factor cannot be negative")
+    return tuple(replace(les, radius_mm=les.radius_mm * factor) for les in lesions) if factor else ()
+
+
 @dataclass(frozen=True, eq=False)
 class Phantom:
     """A synthetic CT and its ground truth, all (z, y, x) in canonical orientation."""
