@@ -2,6 +2,7 @@
 
     python benchmarks/infection_cv.py [--epochs N] [--width compact|wide] [--class-weights W W W] [--seed S]
         [--warp-interpolation bicubic|bilinear] [--train-folds N] [--keep DIR [--reuse]] [--name NAME]
+    python benchmarks/infection_cv.py --ensemble-of DIR DIR [...] [--name NAME]
 
 (more recipe flags: ``--help``)
 
@@ -23,6 +24,12 @@ the guard slices, so the same slices are validated by models trained on less typ
 
 With ``--keep DIR --reuse``, fold models already in DIR (from an earlier run of the same recipe:
 their cards are checked against the command line) are evaluated instead of trained again.
+
+``--ensemble-of DIR DIR ...`` trains nothing: each fold's model is the average of the fold
+models kept in those folders (:class:`covidct.models.unet.UNetEnsemble`; each folder the
+``--keep`` of an earlier run of this recipe with another ``--seed``; their cards are checked
+against the command line, seed aside), so a several-seed ensemble is validated on the same
+slices by networks that never saw them.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ import numpy as np
 from _common import DATA, parse_cross_validation_arguments, record, unused_folds
 
 from covidct.infection import load_infection_model
+from covidct.models import weights as model_weights
 from covidct.train import infection as train_infection
 from covidct.train.data import load_medseg, load_zenodo20
 
@@ -71,9 +79,14 @@ def main() -> None:
                         "the recipe does since 2026-12-07)")
     parser.add_argument("--random-init", action="store_true",
                         help="start every fold model from random weights (the recipe before 2026-12-07)")
+    parser.add_argument("--ensemble-of", nargs="+", metavar="DIR", default=[],
+                        help="train nothing: validate each fold's average of the fold models kept in these folders "
+                        "(--keep of earlier runs of this recipe with other seeds)")
     args = parse_cross_validation_arguments(parser, "infection_cv")
     if args.random_init:
         args.init_from_lungs = None
+    if args.ensemble_of and (args.reuse or len(args.ensemble_of) < 2):
+        parser.error("--ensemble-of takes two or more folders and no --reuse")
     medseg = load_medseg(DATA)
     zenodo_val = load_zenodo20(DATA, ("val",))
     folds = unused_folds_as_guard(train_infection.medseg_folds([s.name for s in medseg], args.folds),
@@ -88,7 +101,9 @@ def main() -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
         for k, (val, guard) in enumerate(folds, 1):
             stem = out_dir / f"infection_fold{k}"
-            if args.reuse and stem.with_suffix(".json").is_file():
+            if args.ensemble_of:
+                card = save_fold_ensemble(args, k, val, guard, stem, parser)
+            elif args.reuse and stem.with_suffix(".json").is_file():
                 card = json.loads(stem.with_suffix(".json").read_text())
                 mismatch = recipe_mismatch(card, args, val, guard)
                 if mismatch:
@@ -124,7 +139,8 @@ def main() -> None:
                    "intensity_gamma": args.intensity_gamma, "zenodo_intensity": not args.no_zenodo_intensity,
                    "medseg_repeats": args.medseg_repeats, "warp_interpolation": args.warp_interpolation,
                    "init_from_lungs": args.init_from_lungs,
-                   "train_folds": args.train_folds, "other settings": "train() defaults"},
+                   "train_folds": args.train_folds, "other settings": "train() defaults",
+                   **({"ensemble_of": args.ensemble_of} if args.ensemble_of else {})},
         "pooled_over_folds": {
             ("flip" if flip else "plain"): {
                 "medseg": train_infection.summarize_medseg(counts[flip]),
@@ -147,6 +163,36 @@ def main() -> None:
         },
         "folds": rows,
     })
+
+
+def save_fold_ensemble(args: argparse.Namespace, k: int, val: tuple[str, ...], guard: tuple[str, ...],
+                       stem: Path, parser: argparse.ArgumentParser) -> dict:
+    """Write fold ``k``'s :class:`~covidct.models.unet.UNetEnsemble` of the fold models kept in
+    ``args.ensemble_of`` to ``stem``; each member's card must be this recipe's fold ``k`` (any
+    seed). Returns the ensemble's card."""
+    cards, networks = [], []
+    for folder in args.ensemble_of:
+        member = Path(folder) / f"infection_fold{k}.json"
+        card, state = model_weights.read_weights(member)
+        mismatch = recipe_mismatch(card, argparse.Namespace(**{**vars(args), "seed": card["training"]["seed"]}),
+                                   val, guard)
+        if mismatch:
+            parser.error(f"{member} is not of this recipe: {mismatch}")
+        network = model_weights.build(card)
+        network.load_state_dict(state, strict=True)
+        cards.append(card)
+        networks.append(network)
+    model = train_infection.ensemble(networks)
+    card = json.loads(json.dumps(cards[0]))
+    card.update(name=stem.name, architecture="UNetEnsemble",
+                architecture_args={"n_members": len(networks), **cards[0]["architecture_args"]})
+    card["training"].update(seeds=[c["training"]["seed"] for c in cards], members=len(cards),
+                            ensemble_of=[str(Path(f) / f"infection_fold{k}.json") for f in args.ensemble_of],
+                            train_seconds=round(sum(c["training"]["train_seconds"] for c in cards), 1))
+    card.pop("metrics", None)
+    card.pop("sha256", None)
+    model_weights.save(model, card, stem)
+    return card
 
 
 def unused_folds_as_guard(

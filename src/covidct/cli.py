@@ -396,7 +396,8 @@ def cmd_train_infection(args: argparse.Namespace) -> int:
     try:
         card = train_infection.train(**_training_kwargs(args), width=args.width,
                                      warp_interpolation=args.warp_interpolation,
-                                     init_from_lungs=None if args.random_init else args.init_from_lungs, **split)
+                                     init_from_lungs=None if args.random_init else args.init_from_lungs,
+                                     members=args.members, **split)
     except (ValueError, FileNotFoundError) as exc:  # lung weights that are missing, damaged or do not fit
         raise InputError(str(exc)) from None
     _print_training_result(args.out, card)
@@ -696,7 +697,9 @@ def build_parser() -> argparse.ArgumentParser:
     ti.add_argument("--arch", choices=["UNet"], default="UNet", help="network (default UNet)")
     ti.add_argument("--width", choices=["compact", "wide"], default="compact",
                     help="channels per level: compact 8-128 (default), wide 16-256 (4x the compute)")
-    ti.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    ti.add_argument("--seed", type=int, default=0, help="random seed (default 0; members use seed, seed+1, ...)")
+    ti.add_argument("--members", type=_positive_int, default=1,
+                    help="train this many U-Nets from successive seeds and save their average (default 1)")
     ti.add_argument("--all-medseg", action="store_true",
                     help="train on all 50 MedSeg slices, none held out (the recipe's estimate is then the 5-fold "
                     "cross-validation of benchmarks/infection_cv.py)")

@@ -23,3 +23,29 @@ def test_vgg16_unet_has_torchvision_encoder_names_and_loads_them(tmp_path):
     assert torch.all(model.features[0].weight == 0.5)
     with torch.inference_mode():
         assert model(torch.zeros(1, 1, 64, 64)).shape == (1, 1, 64, 64)
+
+
+def test_unet_ensemble_softmax_is_the_mean_of_its_members():
+    from covidct.models import UNetEnsemble
+
+    torch.manual_seed(0)
+    model = UNetEnsemble(n_members=2, in_channels=2, out_channels=3, features=(4, 8, 16)).eval()
+    x = torch.rand(2, 2, 32, 32)
+    with torch.no_grad():
+        expected = torch.stack([torch.softmax(m(x), 1) for m in model.members]).mean(0)
+        torch.testing.assert_close(torch.softmax(model(x), 1), expected, rtol=1e-5, atol=1e-6)
+        assert not torch.allclose(torch.softmax(model.members[0](x), 1), expected)  # the members differ
+
+
+def test_unet_ensemble_survives_save_and_load(tmp_path):
+    from covidct.models import UNetEnsemble
+    from covidct.models import weights as model_weights
+
+    torch.manual_seed(1)
+    args = {"n_members": 2, "in_channels": 2, "out_channels": 3, "features": [4, 8, 16]}
+    model = UNetEnsemble(**args).eval()
+    card = {"name": "e", "architecture": "UNetEnsemble", "architecture_args": args, "input": {}}
+    loaded = model_weights.load(model_weights.save(model, card, tmp_path / "e")).model  # batch norm fused
+    x = torch.rand(1, 2, 32, 32)
+    torch.testing.assert_close(model_weights.predict_softmax(loaded, x, 1, bf16=False),
+                               model_weights.predict_softmax(model, x, 1, bf16=False), rtol=1e-4, atol=1e-5)

@@ -242,3 +242,43 @@ def test_init_from_a_lung_model_of_other_widths_is_refused():
     model = UNet(in_channels=infection.CHANNELS, out_channels=3, features=train_infection.WIDTHS["wide"])
     with pytest.raises(ValueError, match="no tensor fits"):
         train_infection.init_from_lung_model(model, "lungs")
+
+
+def test_members_train_from_successive_seeds_and_ship_their_average(monkeypatch, tmp_path):
+    from covidct import infection
+    from covidct.models import weights as model_weights
+
+    trained: list[tuple[int, torch.nn.Module]] = []
+
+    def fake_fit(network, *args, **kwargs):
+        trained.append((torch.initial_seed(), network))
+        with torch.no_grad():
+            network.head.bias.fill_(float(torch.initial_seed()))  # what "training" left in this member
+        return 1, 2.0
+
+    x = torch.zeros(4, infection.CHANNELS, 32, 32)
+    monkeypatch.setattr(train_infection, "load_medseg", lambda *a, **k: [])
+    monkeypatch.setattr(train_infection, "load_zenodo20", lambda *a, **k: [])
+    monkeypatch.setattr(train_infection, "to_tensors", lambda *a, **k: (x, torch.zeros(4, 32, 32, dtype=torch.long)))
+    monkeypatch.setattr(train_infection, "fit", fake_fit)
+    monkeypatch.setattr(train_infection, "evaluate", lambda *a, **k: {})
+    card = train_infection.train(tmp_path, tmp_path / "inf", seed=5, members=2, medseg_val=(), medseg_guard=())
+    assert [seed for seed, _ in trained] == [5, 6]
+    assert card["architecture"] == "UNetEnsemble" and card["architecture_args"]["n_members"] == 2
+    assert card["training"]["seeds"] == [5, 6] and card["training"]["train_seconds"] == 4.0
+    loaded = infection.load_infection_model(str(tmp_path / "inf.json")).model
+    assert [float(m.head.bias[0].detach()) for m in loaded.members] == [5.0, 6.0]
+    with pytest.raises(ValueError, match="at least 1"):
+        train_infection.train(tmp_path, tmp_path / "none", members=0)
+
+
+def test_ensemble_copies_the_trained_networks():
+    from covidct.models import UNet
+
+    torch.manual_seed(0)
+    networks = [UNet(2, 3, (4, 8, 16)).eval() for _ in range(2)]
+    model = train_infection.ensemble(networks)
+    x = torch.rand(1, 2, 32, 32)
+    with torch.no_grad():
+        expected = (torch.softmax(networks[0](x), 1) + torch.softmax(networks[1](x), 1)) / 2
+        torch.testing.assert_close(torch.softmax(model(x), 1), expected, rtol=1e-5, atol=1e-6)

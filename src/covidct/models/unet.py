@@ -1,6 +1,7 @@
 """2-D U-Nets for slice segmentation.
 
 * :class:`UNet`: a compact U-Net sized for a 2-core CPU (0.5 M parameters by default).
+* :class:`UNetEnsemble`: several :class:`UNet` trained from different seeds, their softmax averaged.
 * :class:`VGG16UNet`: the published pipeline's U-Net with a VGG16 encoder. The encoder's
   parameters are named exactly as torchvision's ``vgg16().features`` (``features.0.weight`` ...),
   so a user who owns ImageNet VGG16 weights can start from them with
@@ -77,6 +78,31 @@ class UNet(nn.Module):
         for up in self.decoder:
             x = up(x, skips.pop())
         return self.head(x)
+
+
+class UNetEnsemble(nn.Module):
+    """Several :class:`UNet` of one architecture trained from different seeds; their softmax
+    outputs are averaged pixel by pixel.
+
+    ``forward`` returns the log of the mean probability, so ``softmax(forward(x))`` is the mean
+    of the members' probabilities and the ensemble drops in wherever a single U-Net with a
+    softmax output did (as :class:`covidct.models.resnet.CompactResNetEnsemble` does for the
+    classifier). Members are ``members.0``, ``members.1``, ... in the state dict.
+    """
+
+    def __init__(
+        self, n_members: int = 2, in_channels: int = 1, out_channels: int = 3,
+        features: Sequence[int] = (8, 16, 32, 64, 128),
+    ) -> None:
+        super().__init__()
+        if out_channels < 2:
+            raise ValueError("a softmax ensemble needs at least 2 output channels")
+        self.members = nn.ModuleList(UNet(in_channels, out_channels, features) for _ in range(n_members))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Log mean class probability (N, out_channels, H, W)."""
+        probs = torch.stack([torch.softmax(m(x).float(), dim=1) for m in self.members])
+        return torch.log(probs.mean(dim=0).clamp_min(1e-12))
 
 
 #: torchvision's VGG16 configuration ("D"): channels, "M" = max pool.

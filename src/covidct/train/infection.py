@@ -34,7 +34,7 @@ import torch
 from torch.nn import functional as F
 
 from covidct import classify, infection
-from covidct.models import UNet
+from covidct.models import UNet, UNetEnsemble
 from covidct.models import weights as model_weights
 from covidct.train.augment import random_affine_grid, random_crop, warp
 from covidct.train.data import SliceCase, TypedSlice, load_medseg, load_zenodo20
@@ -234,6 +234,7 @@ def train(
     medseg_repeats: int = MEDSEG_REPEATS,
     warp_interpolation: str = WARP_INTERPOLATION,
     init_from_lungs: str | None = INIT_FROM_LUNGS,
+    members: int = 1,
 ) -> dict[str, Any]:
     """Train on the training slices and save weights + model card at ``out_stem``.
 
@@ -255,30 +256,48 @@ def train(
     card or shipped name to start from, :func:`init_from_lung_model`; None: random weights,
     the recipe before 2026-12-07).
 
+    ``members`` > 1 trains that many networks on the same data, with seeds ``seed``, ``seed + 1``,
+    ..., and saves their average (:class:`~covidct.models.unet.UNetEnsemble`); member ``i`` is
+    the network a single run with seed ``seed + i`` trains.
+
     Returns
     -------
     The model card.
     """
     if architecture != "UNet":
         raise ValueError(f"unknown infection architecture {architecture!r}; known: UNet")
+    if members < 1:
+        raise ValueError(f"members must be at least 1, got {members}")
     bf16 = model_weights.bf16_inference() if bf16 is None else bf16
-    gen = seed_everything(seed)
     medseg_train, medseg_val_slices = split_medseg(load_medseg(data_dir), medseg_val, medseg_guard)
     zenodo_train, zenodo_val = load_zenodo20(data_dir, ("train",)), load_zenodo20(data_dir, ("val",))
     x_all, y_all = to_tensors(zenodo_train, medseg_train)
     n_zenodo = sum(len(c.images) for c in zenodo_train)
     items = epoch_items(n_zenodo, len(x_all) - n_zenodo, medseg_repeats)
     args = {"in_channels": infection.CHANNELS, "out_channels": 3, "features": WIDTHS[width]}
-    model = UNet(**args)
-    if init_from_lungs is not None:
-        init_from_lung_model(model, init_from_lungs)
-    def batch(idx: torch.Tensor) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
-        xb, yb = augment(x_all[idx], y_all[idx], gen, crop, intensity_gamma, warp_interpolation)
-        if not zenodo_intensity:
-            xb[idx < n_zenodo, 1] = 0.0
-        return xb, lambda logits: loss_fn(logits, yb, class_weights, dice_per_image)
+    networks, done, member_seconds = [], [], []
+    for i in range(members):
+        gen = seed_everything(seed + i)
+        network = UNet(**args)
+        if init_from_lungs is not None:
+            init_from_lung_model(network, init_from_lungs)
 
-    done, train_s = fit(model, items, batch, gen, epochs, batch_size, lr, bf16, max_minutes, desc="train infection")
+        def batch(idx: torch.Tensor, gen: torch.Generator = gen) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+            xb, yb = augment(x_all[idx], y_all[idx], gen, crop, intensity_gamma, warp_interpolation)
+            if not zenodo_intensity:
+                xb[idx < n_zenodo, 1] = 0.0
+            return xb, lambda logits: loss_fn(logits, yb, class_weights, dice_per_image)
+
+        desc = f"train infection {i + 1}/{members}" if members > 1 else "train infection"
+        epochs_done, seconds = fit(network, items, batch, gen, epochs, batch_size, lr, bf16, max_minutes, desc=desc)
+        networks.append(network)
+        done.append(epochs_done)
+        member_seconds.append(round(seconds, 1))
+    if members == 1:
+        model: torch.nn.Module = networks[0]
+    else:
+        architecture, args = "UNetEnsemble", {"n_members": members, **args}
+        model = ensemble(networks)
     metrics = {**evaluate(model, medseg_val_slices, zenodo_val, infection.TEST_TIME_FLIP),
                "test_time_flip": infection.TEST_TIME_FLIP}
     card = {
@@ -311,19 +330,32 @@ def train(
             "dice_per_image": dice_per_image,
             "intensity_gamma": intensity_gamma,
             "zenodo_intensity_channel": zenodo_intensity,
-            "epochs": done,
+            "epochs": done[0] if members == 1 else done,
             "batch_size": batch_size,
             "lr": lr,
             "crop": crop,
             "seed": seed,
+            **({} if members == 1 else {"members": members, "seeds": [seed + i for i in range(members)],
+                                        "member_train_seconds": member_seconds}),
             "bf16_autocast": bf16,
-            "train_seconds": round(train_s, 1),
+            "train_seconds": round(sum(member_seconds), 1),
             "torch": torch.__version__,
         },
         "metrics": {"val": metrics},
     }
     model_weights.save(model, card, out_stem)
     return card
+
+
+def ensemble(networks: Sequence[UNet]) -> UNetEnsemble:
+    """The :class:`~covidct.models.unet.UNetEnsemble` of trained U-Nets of one architecture
+    (their weights copied; each must be unfused, as trained or as built from a card)."""
+    first = networks[0]
+    model = UNetEnsemble(len(networks), first.encoder[0][0].in_channels, first.head.out_channels,
+                         [block[0].out_channels for block in first.encoder])
+    for member, network in zip(model.members, networks):
+        member.load_state_dict(network.state_dict(), strict=True)
+    return model.eval()
 
 
 def init_from_lung_model(model: UNet, name_or_path: str = "lungs") -> int:
