@@ -50,7 +50,8 @@ from covidct.train.data import load_medseg, load_zenodo20
 
 #: How cards written before a recipe option existed were trained (the option's key is missing).
 BEFORE_OPTION = {"dice_per_image": False, "intensity_gamma": 1.0, "zenodo_intensity_channel": True,
-                 "warp_interpolation": "bilinear", "init_from_lungs": None}
+                 "warp_interpolation": "bilinear", "init_from_lungs": None,
+                 "pseudo_teacher": None}
 
 
 def main() -> None:
@@ -79,6 +80,9 @@ def main() -> None:
                         "the recipe does since 2026-12-07)")
     parser.add_argument("--random-init", action="store_true",
                         help="start every fold model from random weights (the recipe before 2026-12-07)")
+    parser.add_argument("--pseudo-teachers", metavar="DIR",
+                        help="self-training: fold k adds the labels of DIR/infection_fold{k}.json (a kept run's fold "
+                        "model, which never saw fold k) on UCSD's COVID-19 pictures (tried, not shipped)")
     parser.add_argument("--ensemble-of", nargs="+", metavar="DIR", default=[],
                         help="train nothing: validate each fold's average of the fold models kept in these folders "
                         "(--keep of earlier runs of this recipe with other seeds)")
@@ -105,7 +109,7 @@ def main() -> None:
                 card = save_fold_ensemble(args, k, val, guard, stem, parser)
             elif args.reuse and stem.with_suffix(".json").is_file():
                 card = json.loads(stem.with_suffix(".json").read_text())
-                mismatch = recipe_mismatch(card, args, val, guard)
+                mismatch = recipe_mismatch(card, args, k, val, guard)
                 if mismatch:
                     parser.error(f"{stem}.json is not of this recipe: {mismatch}")
             else:
@@ -116,7 +120,8 @@ def main() -> None:
                                              zenodo_intensity=not args.no_zenodo_intensity,
                                              medseg_repeats=args.medseg_repeats,
                                              warp_interpolation=args.warp_interpolation,
-                                             init_from_lungs=args.init_from_lungs)
+                                             init_from_lungs=args.init_from_lungs,
+                                             pseudo_teacher=pseudo_teacher(args, k))
             model = load_infection_model(str(stem) + ".json").model
             train_slices, val_slices = train_infection.split_medseg(medseg, val, guard)
             fit_counts.update({f"fold{k}:{name}": c for name, c in
@@ -138,7 +143,7 @@ def main() -> None:
                    "dice_per_image": args.dice_per_image,
                    "intensity_gamma": args.intensity_gamma, "zenodo_intensity": not args.no_zenodo_intensity,
                    "medseg_repeats": args.medseg_repeats, "warp_interpolation": args.warp_interpolation,
-                   "init_from_lungs": args.init_from_lungs,
+                   "init_from_lungs": args.init_from_lungs, "pseudo_teachers": args.pseudo_teachers,
                    "train_folds": args.train_folds, "other settings": "train() defaults",
                    **({"ensemble_of": args.ensemble_of} if args.ensemble_of else {})},
         "pooled_over_folds": {
@@ -175,7 +180,7 @@ def save_fold_ensemble(args: argparse.Namespace, k: int, val: tuple[str, ...], g
         member = Path(folder) / f"infection_fold{k}.json"
         card, state = model_weights.read_weights(member)
         mismatch = recipe_mismatch(card, argparse.Namespace(**{**vars(args), "seed": card["training"]["seed"]}),
-                                   val, guard)
+                                   k, val, guard)
         if mismatch:
             parser.error(f"{member} is not of this recipe: {mismatch}")
         network = model_weights.build(card)
@@ -195,6 +200,11 @@ def save_fold_ensemble(args: argparse.Namespace, k: int, val: tuple[str, ...], g
     return card
 
 
+def pseudo_teacher(args: argparse.Namespace, k: int) -> str | None:
+    """Fold ``k``'s teacher for self-training (``--pseudo-teachers``), or None."""
+    return str(Path(args.pseudo_teachers) / f"infection_fold{k}.json") if args.pseudo_teachers else None
+
+
 def unused_folds_as_guard(
     folds: list[tuple[tuple[str, ...], tuple[str, ...]]], train_folds: int
 ) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
@@ -208,15 +218,15 @@ def unused_folds_as_guard(
     return out
 
 
-def recipe_mismatch(card: dict, args: argparse.Namespace, val: tuple[str, ...], guard: tuple[str, ...]) -> str:
-    """What differs between a kept fold model's card and the recipe on the command line ("" if nothing)."""
+def recipe_mismatch(card: dict, args: argparse.Namespace, k: int, val: tuple[str, ...], guard: tuple[str, ...]) -> str:
+    """What differs between fold ``k``'s kept model's card and the recipe on the command line ("" if nothing)."""
     training = card["training"]
     wanted = {
         "seed": args.seed, "epochs": args.epochs, "class_weights": list(args.class_weights),
         "dice_per_image": args.dice_per_image, "intensity_gamma": args.intensity_gamma,
         "zenodo_intensity_channel": not args.no_zenodo_intensity,
         "medseg_repeats_per_epoch": args.medseg_repeats, "warp_interpolation": args.warp_interpolation,
-        "init_from_lungs": args.init_from_lungs,
+        "init_from_lungs": args.init_from_lungs, "pseudo_teacher": pseudo_teacher(args, k),
     }
     found = {key: training.get(key, BEFORE_OPTION.get(key)) for key in wanted}
     found["features"], wanted["features"] = card["architecture_args"]["features"], train_infection.WIDTHS[args.width]

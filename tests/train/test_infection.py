@@ -282,3 +282,24 @@ def test_ensemble_copies_the_trained_networks():
     with torch.no_grad():
         expected = (torch.softmax(networks[0](x), 1) + torch.softmax(networks[1](x), 1)) / 2
         torch.testing.assert_close(torch.softmax(model(x), 1), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_pseudo_labels_are_the_teachers_most_probable_class_on_covid_pictures_only(monkeypatch, tmp_path):
+    from PIL import Image
+
+    from covidct import infection
+    from covidct.train.data import LabelledImage
+
+    rng = np.random.default_rng(0)
+    items = []
+    for name, covid in (("a.png", True), ("b.png", False)):
+        Image.fromarray(rng.integers(0, 255, (120, 90), dtype=np.uint8)).save(tmp_path / name)
+        items.append(LabelledImage(file=tmp_path / name, split="train", covid=covid, patient_id=""))
+    monkeypatch.setattr(train_infection, "load_ucsd", lambda *a, **k: items)
+    x, y = train_infection.pseudo_labelled_pictures("infection", tmp_path)
+    assert x.shape == (1, infection.CHANNELS, 256, 256) and y.shape == (1, 256, 256) and y.dtype == torch.long
+    teacher = infection.load_infection_model().model
+    expected = infection.model_input(np.asarray(Image.open(tmp_path / "a.png"), dtype=np.float32)[None], False,
+                                     infection.picture_box((120, 90)))
+    torch.testing.assert_close(x, expected)
+    assert torch.equal(y, infection.predict_probabilities(teacher, expected, flip=True).argmax(1))

@@ -31,13 +31,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.nn import functional as F
 
 from covidct import classify, infection
 from covidct.models import UNet, UNetEnsemble
 from covidct.models import weights as model_weights
 from covidct.train.augment import random_affine_grid, random_crop, warp
-from covidct.train.data import SliceCase, TypedSlice, load_medseg, load_zenodo20
+from covidct.train.data import SliceCase, TypedSlice, load_medseg, load_ucsd, load_zenodo20
 from covidct.train.loop import fit, seed_everything
 from covidct.train.metrics import bootstrap_interval, dice, rounded_interval
 
@@ -235,6 +236,7 @@ def train(
     warp_interpolation: str = WARP_INTERPOLATION,
     init_from_lungs: str | None = INIT_FROM_LUNGS,
     members: int = 1,
+    pseudo_teacher: str | None = None,
 ) -> dict[str, Any]:
     """Train on the training slices and save weights + model card at ``out_stem``.
 
@@ -256,6 +258,10 @@ def train(
     card or shipped name to start from, :func:`init_from_lung_model`; None: random weights,
     the recipe before 2026-12-07).
 
+    ``pseudo_teacher`` (a model card or shipped name; None: none, the shipped recipe) adds
+    self-training: that model's labels on UCSD's COVID-19 pictures (:func:`pseudo_labelled_pictures`)
+    join the typed training slices, each once per epoch.
+
     ``members`` > 1 trains that many networks on the same data, with seeds ``seed``, ``seed + 1``,
     ..., and saves their average (:class:`~covidct.models.unet.UNetEnsemble`); member ``i`` is
     the network a single run with seed ``seed + i`` trains.
@@ -274,6 +280,12 @@ def train(
     x_all, y_all = to_tensors(zenodo_train, medseg_train)
     n_zenodo = sum(len(c.images) for c in zenodo_train)
     items = epoch_items(n_zenodo, len(x_all) - n_zenodo, medseg_repeats)
+    n_pseudo = 0
+    if pseudo_teacher is not None:
+        x_pseudo, y_pseudo = pseudo_labelled_pictures(pseudo_teacher, data_dir)
+        n_pseudo = len(x_pseudo)
+        items = torch.cat([items, torch.arange(len(x_all), len(x_all) + n_pseudo)])
+        x_all, y_all = torch.cat([x_all, x_pseudo]), torch.cat([y_all, y_pseudo])
     args = {"in_channels": infection.CHANNELS, "out_channels": 3, "features": WIDTHS[width]}
     networks, done, member_seconds = [], [], []
     for i in range(members):
@@ -322,7 +334,9 @@ def train(
                 "medseg_guard_unused": list(medseg_guard),
                 "zenodo20_train": [c.case_id for c in zenodo_train], "zenodo20_val": [c.case_id for c in zenodo_val],
             },
-            "n_train_slices": {"medseg": len(medseg_train), "zenodo20": n_zenodo},
+            "n_train_slices": {"medseg": len(medseg_train), "zenodo20": n_zenodo,
+                               **({"ucsd_pseudo_labelled": n_pseudo} if pseudo_teacher is not None else {})},
+            **({"pseudo_teacher": pseudo_teacher} if pseudo_teacher is not None else {}),
             "medseg_repeats_per_epoch": medseg_repeats,
             "warp_interpolation": warp_interpolation,
             "init_from_lungs": init_from_lungs,
@@ -345,6 +359,27 @@ def train(
     }
     model_weights.save(model, card, out_stem)
     return card
+
+
+def pseudo_labelled_pictures(teacher: str, data_dir: str | os.PathLike[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs (n, 2, 256, 256) and a teacher's labels (n, 256, 256) for UCSD's COVID-19 pictures
+    of the official train and val splits (self-training, as Semi-Inf-Net; tried, benchmarks/README.md).
+
+    Each picture is shown whole, as :func:`covidct.segment_infection` shows a 2-D picture; its
+    labels are the teacher's most probable class with the test-time flip, in the input's pixels,
+    with no confidence filter.
+    """
+    model = infection.load_infection_model(teacher).model
+    xs, ys = [], []
+    for item in load_ucsd(data_dir):
+        if not item.covid:
+            continue
+        image = np.asarray(Image.open(item.file).convert("L"), dtype=np.float32)
+        x = infection.model_input(image[None], False, infection.picture_box(image.shape))
+        prob = infection.predict_probabilities(model, x, flip=True)
+        xs.append(x)
+        ys.append(torch.max(prob, dim=1).indices.long())
+    return torch.cat(xs), torch.cat(ys)
 
 
 def ensemble(networks: Sequence[UNet]) -> UNetEnsemble:
