@@ -244,6 +244,9 @@ def test_train_warp_interpolation_defaults_are_the_recipes():
     parser = build_parser()
     assert parser.parse_args(["train", "infection"]).warp_interpolation == train_infection.WARP_INTERPOLATION
     assert parser.parse_args(["train", "infection"]).init_from_lungs == train_infection.INIT_FROM_LUNGS
+    infection_defaults = inspect.signature(train_infection.train).parameters
+    for option in ("members", "pseudo_teacher"):
+        assert getattr(parser.parse_args(["train", "infection"]), option) == infection_defaults[option].default
     classifier_default = inspect.signature(train_classifier.train).parameters["warp_interpolation"].default
     assert parser.parse_args(["train", "classifier"]).warp_interpolation == classifier_default
 

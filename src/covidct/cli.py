@@ -397,7 +397,7 @@ def cmd_train_infection(args: argparse.Namespace) -> int:
         card = train_infection.train(**_training_kwargs(args), width=args.width,
                                      warp_interpolation=args.warp_interpolation,
                                      init_from_lungs=None if args.random_init else args.init_from_lungs,
-                                     members=args.members, **split)
+                                     members=args.members, pseudo_teacher=args.pseudo_teacher, **split)
     except (ValueError, FileNotFoundError) as exc:  # lung weights that are missing, damaged or do not fit
         raise InputError(str(exc)) from None
     _print_training_result(args.out, card)
@@ -707,6 +707,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="start from this lung U-Net's weights (default: the shipped lung model, as the shipped "
                     "recipe; it must have the same widths)")
     ti.add_argument("--random-init", action="store_true", help="start from random weights (the recipe before 2026-12-07)")
+    ti.add_argument("--pseudo-teacher", metavar="CARD",
+                    help="self-training: add this infection model's labels on UCSD's COVID-19 pictures as typed "
+                    "training slices (e.g. 'infection', the shipped one; default none; benchmarks/README.md)")
     _add_warp_argument(ti, "bicubic")
     ti.set_defaults(func=cmd_train_infection)
 
