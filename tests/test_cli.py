@@ -261,35 +261,37 @@ def test_demo_analyzes_the_phantom(tmp_path, capsys):
     assert (out / "overview3d.png").stat().st_size > 1000
 
 
+def one_line_error(argv: list[str], capsys) -> str:
+    """Run the CLI on ``argv``; assert exit status 2 and one line on stderr, and return that line."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
 def test_train_classifier_layer3_lr_factor_without_pretraining_is_one_line_exit_2(tmp_path, capsys):
     out = tmp_path / "classifier"
-    assert main(["train", "classifier", "--data", str(tmp_path), "--out", str(out), "--layer3-lr-factor", "0.1"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--pretrain-lesions" in err[0]
+    argv = ["train", "classifier", "--data", str(tmp_path), "--out", str(out), "--layer3-lr-factor", "0.1"]
+    assert "--pretrain-lesions" in one_line_error(argv, capsys)
     assert not list(tmp_path.glob("classifier*"))  # nothing written
 
 
 def test_train_lungs_dense_lesions_out_of_range_is_one_line_exit_2(tmp_path, capsys):
     out = tmp_path / "lungs"
-    assert main(["train", "lungs", "--data", str(tmp_path), "--out", str(out), "--dense-lesions", "1.5"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "dense_lesions" in err[0]
+    argv = ["train", "lungs", "--data", str(tmp_path), "--out", str(out), "--dense-lesions", "1.5"]
+    assert "dense_lesions" in one_line_error(argv, capsys)
     assert not list(tmp_path.glob("lungs*"))  # nothing written
 
 
 def test_train_classifier_map_check_out_of_range_or_failed_is_one_line_exit_2(tmp_path, capsys, monkeypatch):
     from covidct.train import classifier as train_classifier
 
-    out = tmp_path / "classifier"
-    assert main(["train", "classifier", "--data", str(tmp_path), "--out", str(out), "--map-check", "0"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--map-check" in err[0]
+    argv = ["train", "classifier", "--data", str(tmp_path), "--out", str(tmp_path / "classifier"), "--map-check"]
+    assert "--map-check" in one_line_error(argv + ["0"], capsys)
 
     def no_network_passes(*args, **kwargs):
         raise train_classifier.MapCheckFailed("0 of 3 networks drawn passed the map check")
 
     monkeypatch.setattr(train_classifier, "train", no_network_passes)
-    assert main(["train", "classifier", "--data", str(tmp_path), "--out", str(out), "--map-check", "0.2"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "map check" in err[0]
+    assert "map check" in one_line_error(argv + ["0.2"], capsys)
     assert not list(tmp_path.glob("classifier*"))
