@@ -376,9 +376,8 @@ def pseudo_labelled_pictures(teacher: str, data_dir: str | os.PathLike[str]) -> 
             continue
         image = np.asarray(Image.open(item.file).convert("L"), dtype=np.float32)
         x = infection.model_input(image[None], False, infection.picture_box(image.shape))
-        prob = infection.predict_probabilities(model, x, flip=True)
         xs.append(x)
-        ys.append(torch.max(prob, dim=1).indices.long())
+        ys.append(torch.max(infection.predict_probabilities(model, x, flip=True), dim=1).indices.long())
     return torch.cat(xs), torch.cat(ys)
 
 
@@ -424,11 +423,16 @@ def init_from_lung_model(model: UNet, name_or_path: str = "lungs") -> int:
     return len(copied)
 
 
+def picture_probabilities(model: torch.nn.Module, images: np.ndarray, box: classify.Box, flip: bool = False) -> torch.Tensor:
+    """Softmax (n, 3, 256, 256) for 8-bit slices (n, y, x) cropped with ``box``, in the model's
+    input pixels (``flip``: see :func:`covidct.infection.predict_probabilities`)."""
+    return infection.predict_probabilities(model, infection.model_input(images, False, box), flip=flip)
+
+
 def predict_labels(model: torch.nn.Module, images: np.ndarray, box: classify.Box, flip: bool = False) -> np.ndarray:
     """Labels (n, y, x) for 8-bit slices cropped with ``box``, in the slices' own pixels
     (``flip``: see :func:`covidct.infection.predict_probabilities`)."""
-    prob = infection.predict_probabilities(model, infection.model_input(images, False, box), flip=flip)
-    return infection.labels_in_slices(prob, box, images.shape[1:])
+    return infection.labels_in_slices(picture_probabilities(model, images, box, flip), box, images.shape[1:])
 
 
 #: The Dice figures: binary infection and each type, as a test on a label array.
@@ -459,7 +463,7 @@ def typing_counts(
     out = {}
     for item in medseg:
         box = medseg_box(item)
-        prob = infection.predict_probabilities(model, infection.model_input(item.image[None], False, box), flip=flip)
+        prob = picture_probabilities(model, item.image[None], box, flip)
         consolidation = (prob[:, 2:3] > prob[:, 1:2]).float()  # (1, 1, 256, 256), else ground-glass
         scores = torch.cat([torch.zeros_like(consolidation), 1 - consolidation, consolidation], dim=1)
         labels = infection.labels_in_slices(scores, box, item.mask.shape)[0]
