@@ -51,7 +51,7 @@ from covidct.train.data import load_medseg, load_zenodo20
 #: How cards written before a recipe option existed were trained (the option's key is missing).
 BEFORE_OPTION = {"dice_per_image": False, "intensity_gamma": 1.0, "zenodo_intensity_channel": True,
                  "warp_interpolation": "bilinear", "init_from_lungs": None,
-                 "pseudo_teacher": None}
+                 "pseudo_teacher": None, "copy_paste": 0.0}
 
 
 def main() -> None:
@@ -83,6 +83,9 @@ def main() -> None:
     parser.add_argument("--pseudo-teachers", metavar="DIR",
                         help="self-training: fold k adds the labels of DIR/infection_fold{k}.json (a kept run's fold "
                         "model, which never saw fold k) on UCSD's COVID-19 pictures (tried, not shipped)")
+    parser.add_argument("--copy-paste", type=float, default=0.0, metavar="P",
+                        help="lesion copy-paste: each MedSeg training item gets another's lesions pasted into its lung "
+                        "with probability P (default 0: never; tried, not shipped)")
     parser.add_argument("--ensemble-of", nargs="+", metavar="DIR", default=[],
                         help="train nothing: validate each fold's average of the fold models kept in these folders "
                         "(--keep of earlier runs of this recipe with other seeds)")
@@ -121,7 +124,7 @@ def main() -> None:
                                              medseg_repeats=args.medseg_repeats,
                                              warp_interpolation=args.warp_interpolation,
                                              init_from_lungs=args.init_from_lungs,
-                                             pseudo_teacher=pseudo_teacher(args, k))
+                                             pseudo_teacher=pseudo_teacher(args, k), copy_paste=args.copy_paste)
             model = load_infection_model(str(stem) + ".json").model
             train_slices, val_slices = train_infection.split_medseg(medseg, val, guard)
             fit_counts.update({f"fold{k}:{name}": c for name, c in
@@ -144,6 +147,7 @@ def main() -> None:
                    "intensity_gamma": args.intensity_gamma, "zenodo_intensity": not args.no_zenodo_intensity,
                    "medseg_repeats": args.medseg_repeats, "warp_interpolation": args.warp_interpolation,
                    "init_from_lungs": args.init_from_lungs, "pseudo_teachers": args.pseudo_teachers,
+                   "copy_paste": args.copy_paste,
                    "train_folds": args.train_folds, "other settings": "train() defaults",
                    **({"ensemble_of": args.ensemble_of} if args.ensemble_of else {})},
         "pooled_over_folds": {
@@ -227,6 +231,7 @@ def recipe_mismatch(card: dict, args: argparse.Namespace, k: int, val: tuple[str
         "zenodo_intensity_channel": not args.no_zenodo_intensity,
         "medseg_repeats_per_epoch": args.medseg_repeats, "warp_interpolation": args.warp_interpolation,
         "init_from_lungs": args.init_from_lungs, "pseudo_teacher": pseudo_teacher(args, k),
+        "copy_paste": args.copy_paste,
     }
     found = {key: training.get(key, BEFORE_OPTION.get(key)) for key in wanted}
     found["features"], wanted["features"] = card["architecture_args"]["features"], train_infection.WIDTHS[args.width]

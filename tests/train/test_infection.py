@@ -303,3 +303,23 @@ def test_pseudo_labels_are_the_teachers_most_probable_class_on_covid_pictures_on
                                      infection.picture_box((120, 90)))
     torch.testing.assert_close(x, expected)
     assert torch.equal(y, infection.predict_probabilities(teacher, expected, flip=True).argmax(1))
+
+
+def test_paste_lesions_copies_typed_lesions_into_unlabelled_lung_only():
+    x = torch.zeros(1, 2, 8, 8)
+    y = torch.zeros(1, 8, 8, dtype=torch.long)
+    y[0, 0, :] = 2  # the target's own consolidation stays
+    lung = torch.zeros(1, 8, 8, dtype=torch.bool)
+    lung[0, :4] = True  # the top half is lung
+    donor_x = torch.ones(1, 2, 8, 8)
+    donor_y = torch.ones(1, 8, 8, dtype=torch.long)  # ground-glass everywhere
+    donor_y[0, :, 0] = 3  # untyped pixels are not pasted
+    gen = torch.Generator().manual_seed(0)
+    px, py = train_infection.paste_lesions(x, y, lung, donor_x, donor_y, gen, p=1.0)
+    pasted = torch.zeros(8, 8, dtype=torch.bool)
+    pasted[1:4, 1:] = True
+    assert torch.equal(py[0] == 1, pasted) and torch.equal(py[0, 0], y[0, 0])
+    assert torch.equal(px[0, 0] == 1, pasted) and torch.equal(px[0, 1] == 1, pasted)
+    assert not y.any(dim=0)[1:].any() and not x.any()  # the inputs are left as they were
+    nx, ny = train_infection.paste_lesions(x, y, lung, donor_x, donor_y, gen, p=0.0)
+    assert torch.equal(nx, x) and torch.equal(ny, y)

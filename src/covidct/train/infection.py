@@ -34,7 +34,7 @@ import torch
 from PIL import Image
 from torch.nn import functional as F
 
-from covidct import classify, infection
+from covidct import classify, infection, lungs
 from covidct.models import UNet, UNetEnsemble
 from covidct.models import weights as model_weights
 from covidct.train.augment import random_affine_grid, random_crop, warp
@@ -101,6 +101,36 @@ def to_tensors(cases: list[SliceCase], medseg: list[TypedSlice]) -> tuple[torch.
         xs.append(infection.model_input(item.image[None], False, box))
         ys.append(label_input(item.mask[None], box))
     return torch.cat(xs), torch.cat(ys)
+
+
+def medseg_lung_input(medseg: list[TypedSlice]) -> torch.Tensor:
+    """The shipped lung model's mask of each MedSeg picture on the model's input grid: (n, 256, 256) bool."""
+    lung_model = lungs.load_lung_model()
+    masks = []
+    for item in medseg:
+        image = item.image.astype(np.float32)[None]
+        mask = lungs.clean_lungs(lungs.predict_mask(lung_model.model, image, is_hu=False, progress=False))
+        masks.append(label_input((mask > 0).astype(np.uint8), medseg_box(item)) > 0)
+    return torch.cat(masks) if masks else torch.zeros((0, infection.INPUT_SIZE, infection.INPUT_SIZE), dtype=torch.bool)
+
+
+def paste_lesions(
+    x: torch.Tensor, y: torch.Tensor, lung: torch.Tensor, donors_x: torch.Tensor, donors_y: torch.Tensor,
+    gen: torch.Generator, p: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lesion copy-paste (tried, benchmarks/README.md): each item of ``x`` (n, 2, H, W) / ``y``
+    (n, H, W), with probability ``p``, gets the typed lesions (labels 1, 2) of a random donor of
+    ``donors_x`` / ``donors_y`` where the item is lung (``lung``, (n, H, W) bool) and unlabelled:
+    both channels and the labels are copied there. Returns new tensors."""
+    x, y = x.clone(), y.clone()
+    chosen = torch.rand(len(x), generator=gen) < p
+    donors = torch.randint(len(donors_x), (len(x),), generator=gen)
+    for i in torch.nonzero(chosen).flatten().tolist():
+        d = int(donors[i])
+        region = ((donors_y[d] == 1) | (donors_y[d] == 2)) & lung[i] & (y[i] == 0)
+        x[i][:, region] = donors_x[d][:, region]
+        y[i][region] = donors_y[d][region]
+    return x, y
 
 
 def augment(
@@ -237,6 +267,7 @@ def train(
     init_from_lungs: str | None = INIT_FROM_LUNGS,
     members: int = 1,
     pseudo_teacher: str | None = None,
+    copy_paste: float = 0.0,
 ) -> dict[str, Any]:
     """Train on the training slices and save weights + model card at ``out_stem``.
 
@@ -262,6 +293,9 @@ def train(
     self-training: that model's labels on UCSD's COVID-19 pictures (:func:`pseudo_labelled_pictures`)
     join the typed training slices, each once per epoch.
 
+    ``copy_paste`` is the probability that a MedSeg training item gets another's lesions pasted
+    into its lung first (:func:`paste_lesions`; 0: never, the shipped recipe).
+
     ``members`` > 1 trains that many networks on the same data, with seeds ``seed``, ``seed + 1``,
     ..., and saves their average (:class:`~covidct.models.unet.UNetEnsemble`); member ``i`` is
     the network a single run with seed ``seed + i`` trains.
@@ -280,6 +314,8 @@ def train(
     x_all, y_all = to_tensors(zenodo_train, medseg_train)
     n_zenodo = sum(len(c.images) for c in zenodo_train)
     items = epoch_items(n_zenodo, len(x_all) - n_zenodo, medseg_repeats)
+    n_medseg = len(x_all) - n_zenodo
+    medseg_lung = medseg_lung_input(medseg_train) if copy_paste > 0 else None
     n_pseudo = 0
     if pseudo_teacher is not None:
         x_pseudo, y_pseudo = pseudo_labelled_pictures(pseudo_teacher, data_dir)
@@ -295,7 +331,15 @@ def train(
             init_from_lung_model(network, init_from_lungs)
 
         def batch(idx: torch.Tensor, gen: torch.Generator = gen) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
-            xb, yb = augment(x_all[idx], y_all[idx], gen, crop, intensity_gamma, warp_interpolation)
+            xb, yb = x_all[idx], y_all[idx]
+            if medseg_lung is not None:
+                typed = torch.nonzero((idx >= n_zenodo) & (idx < n_zenodo + n_medseg)).flatten()
+                if len(typed):
+                    xb, yb = xb.clone(), yb.clone()
+                    donors = slice(n_zenodo, n_zenodo + n_medseg)
+                    xb[typed], yb[typed] = paste_lesions(xb[typed], yb[typed], medseg_lung[idx[typed] - n_zenodo],
+                                                         x_all[donors], y_all[donors], gen, copy_paste)
+            xb, yb = augment(xb, yb, gen, crop, intensity_gamma, warp_interpolation)
             if not zenodo_intensity:
                 xb[idx < n_zenodo, 1] = 0.0
             return xb, lambda logits: loss_fn(logits, yb, class_weights, dice_per_image)
@@ -342,6 +386,7 @@ def train(
             "init_from_lungs": init_from_lungs,
             "class_weights": list(class_weights),
             "dice_per_image": dice_per_image,
+            **({"copy_paste": copy_paste} if copy_paste > 0 else {}),
             "intensity_gamma": intensity_gamma,
             "zenodo_intensity_channel": zenodo_intensity,
             "epochs": done[0] if members == 1 else done,
