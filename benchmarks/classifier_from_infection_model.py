@@ -37,7 +37,6 @@ from typing import Any
 import numpy as np
 import torch
 from _common import DATA, RESULTS, record
-from PIL import Image
 from torch.nn import functional as F
 
 import covidct
@@ -126,11 +125,12 @@ def main() -> None:
     pictures = load_ucsd(DATA)
     fraction, whole, inside = [], [], []
     for item in pictures:
-        image = np.asarray(Image.open(item.file).convert("L"), dtype=np.float32)[None]
-        labels = infection.segment_infection(load_image(item.file), model=segmenter)
+        picture = load_image(item.file)
+        image = picture.array.astype(np.float32)
+        labels = infection.segment_infection(picture, model=segmenter)
         fraction.append(float((labels > 0).mean()))
         box = infection.picture_box(image.shape[1:])
-        mask = lungs.clean_lungs(lungs.predict_mask(lung_model.model, image, is_hu=False, progress=False))
+        mask = lungs.picture_lung_labels(lung_model.model, image)
         w, i = encoder(infection.model_input(image, False, box), input_mask(mask, box))
         whole.append(w[0])
         inside.append(i[0])

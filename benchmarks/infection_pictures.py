@@ -24,7 +24,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 from _common import DATA, fold_models_arguments, record
 
 from covidct import classify, lungs
@@ -36,20 +35,14 @@ from covidct.train.metrics import dice
 Counts = dict[str, tuple[int, int, int]]
 
 
-def lung_mask(lung_model: torch.nn.Module, images: np.ndarray) -> np.ndarray:
-    """The lung model's cleaned mask of 8-bit pictures (n, y, x), as covidct makes it for pictures."""
-    return lungs.clean_lungs(lungs.predict_mask(lung_model, images.astype(np.float32), is_hu=False,
-                                                progress=False)) > 0
-
-
 def main() -> None:
     args = fold_models_arguments(__doc__, "infection_pictures")
     lung_model = lungs.load_lung_model().model
     medseg = load_medseg(DATA)
     zenodo = load_zenodo20(DATA, ("val",))
     # the lung model's masks do not depend on the fold model: made once
-    medseg_lungs = {item.name: lung_mask(lung_model, item.image[None]) for item in medseg}
-    zenodo_lungs = [lung_mask(lung_model, case.images) for case in zenodo]
+    medseg_lungs = {item.name: lungs.picture_lung_labels(lung_model, item.image[None]) > 0 for item in medseg}
+    zenodo_lungs = [lungs.picture_lung_labels(lung_model, case.images) > 0 for case in zenodo]
 
     def crop_and_cut(way: str, images: np.ndarray, model_lungs: np.ndarray,
                      given: np.ndarray | None) -> tuple[classify.Box, np.ndarray]:

@@ -59,7 +59,7 @@ def _cases(training_masks: bool = False) -> list[tuple[str, str, np.ndarray, np.
     lung_model = lungs.load_lung_model()
     for s in load_medseg(DATA):
         image = s.image.astype(np.float32)[None]
-        mask = lungs.clean_lungs(lungs.predict_mask(lung_model.model, image, is_hu=False, progress=False))
+        mask = lungs.picture_lung_labels(lung_model.model, image)
         out.append(("medseg", s.name, image, mask, (s.mask > 0)[None]))
     if training_masks:
         out += [("zenodo20_train", c.case_id, c.images, c.lungs, c.infection) for c in load_zenodo20(DATA, ("train",))]

@@ -39,7 +39,7 @@ def main() -> None:
 
     inside, total = 0, 0
     for case in load_zenodo20(DATA, ("val",)):
-        mask = lungs.clean_lungs(lungs.predict_mask(model.model, case.images.astype(np.float32), is_hu=False, progress=False)) > 0
+        mask = lungs.picture_lung_labels(model.model, case.images) > 0
         infected = case.infection > 0
         inside, total = inside + int((infected & mask).sum()), total + int(infected.sum())
     zenodo = round(inside / total, 4)
@@ -47,7 +47,7 @@ def main() -> None:
     pooled = {kind: [0, 0] for kind in INFECTION_LABEL}
     per_picture: dict[str, list[float]] = {kind: [] for kind in INFECTION_LABEL}
     for s in load_medseg(DATA):
-        mask = lungs.clean_lungs(lungs.predict_mask(model.model, s.image.astype(np.float32)[None], is_hu=False, progress=False))[0] > 0
+        mask = lungs.picture_lung_labels(model.model, s.image[None])[0] > 0
         for kind, label in INFECTION_LABEL.items():
             lesion = s.mask == label
             pooled[kind][0] += int((lesion & mask).sum())

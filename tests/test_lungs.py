@@ -139,6 +139,20 @@ def test_shipped_model_segments_the_phantom(small_phantom):
     assert result.model["name"] == "lungs" and len(result.model["sha256"]) == 64
 
 
+def test_picture_lung_labels_are_what_segment_lungs_gives_a_2d_picture(small_phantom, tmp_path):
+    from PIL import Image
+
+    from covidct.windowing import apply_window
+
+    picture = (apply_window(small_phantom.volume.array[12], "lung") * 255).astype(np.uint8)
+    Image.fromarray(picture).save(tmp_path / "slice.png")
+    volume = load(tmp_path / "slice.png")
+    model = lungs.load_lung_model()
+    labels = lungs.picture_lung_labels(model.model, volume.array)
+    assert labels.shape == (1, 64, 64) and labels.dtype == np.uint8 and set(np.unique(labels)) == {0, 1, 2}
+    assert np.array_equal(labels, lungs.segment_lungs(volume, model).labels)
+
+
 @pytest.mark.parametrize("study", ["COVID/P001", "CAP/cap001", "Normal/normal001"])
 def test_shipped_model_on_real_hu_studies(shared_data, study):
     volume = load(shared_data / "covid_ct_md" / study)

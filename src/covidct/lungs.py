@@ -417,6 +417,13 @@ def lung_volumes_ml(labels: np.ndarray, spacing_mm: tuple[float, float, float]) 
     return {"right": right, "left": left, "total": right + left}
 
 
+def picture_lung_labels(model: torch.nn.Module, images: np.ndarray) -> np.ndarray:
+    """Lung labels (n, y, x) uint8 (1 right, 2 left) of 2-D pictures without HU, as
+    :func:`segment_lungs` makes them for a 2-D image: the model's mask (no progress bar),
+    cleaned at unit spacing."""
+    return clean_lungs(predict_mask(model, images.astype(np.float32), is_hu=False, progress=False))
+
+
 def segment_lungs(volume: Volume, model: model_weights.LoadedModel | None = None, batch_size: int = 16) -> LungMasks:
     """Segment the right and left lung of a CT volume.
 

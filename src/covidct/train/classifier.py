@@ -97,7 +97,7 @@ def _ucsd_rows(data_dir: Path, lung_model: model_weights.LoadedModel) -> list[tu
     rows = []
     for item in tqdm(load_ucsd(data_dir), desc="prepare ucsd", unit="image", disable=None, leave=False):
         image = np.asarray(Image.open(item.file).convert("L"), dtype=np.float32)[None]
-        mask = lungs.clean_lungs(lungs.predict_mask(lung_model.model, image, is_hu=False, progress=False))
+        mask = lungs.picture_lung_labels(lung_model.model, image)
         box = classify.lung_box(mask)
         x = classify.model_input(image, is_hu=False, box=box)
         m = classify.lung_input_mask(mask, box)

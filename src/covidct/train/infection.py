@@ -31,10 +31,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.nn import functional as F
 
 from covidct import classify, infection, lungs
+from covidct.io.image import load_image
 from covidct.models import UNet, UNetEnsemble
 from covidct.models import weights as model_weights
 from covidct.train.augment import random_affine_grid, random_crop, warp
@@ -108,8 +108,7 @@ def medseg_lung_input(medseg: list[TypedSlice]) -> torch.Tensor:
     lung_model = lungs.load_lung_model()
     masks = []
     for item in medseg:
-        image = item.image.astype(np.float32)[None]
-        mask = lungs.clean_lungs(lungs.predict_mask(lung_model.model, image, is_hu=False, progress=False))
+        mask = lungs.picture_lung_labels(lung_model.model, item.image[None])
         masks.append(label_input((mask > 0).astype(np.uint8), medseg_box(item)) > 0)
     return torch.cat(masks) if masks else torch.zeros((0, infection.INPUT_SIZE, infection.INPUT_SIZE), dtype=torch.bool)
 
@@ -313,8 +312,8 @@ def train(
     zenodo_train, zenodo_val = load_zenodo20(data_dir, ("train",)), load_zenodo20(data_dir, ("val",))
     x_all, y_all = to_tensors(zenodo_train, medseg_train)
     n_zenodo = sum(len(c.images) for c in zenodo_train)
-    items = epoch_items(n_zenodo, len(x_all) - n_zenodo, medseg_repeats)
     n_medseg = len(x_all) - n_zenodo
+    items = epoch_items(n_zenodo, n_medseg, medseg_repeats)
     medseg_lung = medseg_lung_input(medseg_train) if copy_paste > 0 else None
     n_pseudo = 0
     if pseudo_teacher is not None:
@@ -334,8 +333,7 @@ def train(
             xb, yb = x_all[idx], y_all[idx]
             if medseg_lung is not None:
                 typed = torch.nonzero((idx >= n_zenodo) & (idx < n_zenodo + n_medseg)).flatten()
-                if len(typed):
-                    xb, yb = xb.clone(), yb.clone()
+                if len(typed):  # xb, yb are copies (indexed by a tensor); paste_lesions returns new ones
                     donors = slice(n_zenodo, n_zenodo + n_medseg)
                     xb[typed], yb[typed] = paste_lesions(xb[typed], yb[typed], medseg_lung[idx[typed] - n_zenodo],
                                                          x_all[donors], y_all[donors], gen, copy_paste)
@@ -419,8 +417,8 @@ def pseudo_labelled_pictures(teacher: str, data_dir: str | os.PathLike[str]) -> 
     for item in load_ucsd(data_dir):
         if not item.covid:
             continue
-        image = np.asarray(Image.open(item.file).convert("L"), dtype=np.float32)
-        x = infection.model_input(image[None], False, infection.picture_box(image.shape))
+        image = load_image(item.file).array.astype(np.float32)
+        x = infection.model_input(image, False, infection.picture_box(image.shape[1:]))
         xs.append(x)
         ys.append(torch.max(infection.predict_probabilities(model, x, flip=True), dim=1).indices.long())
     return torch.cat(xs), torch.cat(ys)
