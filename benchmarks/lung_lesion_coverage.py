@@ -13,13 +13,18 @@ radiologists' (or the inserted) infection pixels inside the lung mask:
 * the phantom's default lesions inserted into normal001 (:func:`covidct.phantom.insert_lesions`)
   at 1, 1.5 and 2 times their radius, the volume segmented again with them in: ground-glass and
   consolidation apart, and for the consolidation also what the network's raw mask holds before
-  the post-processing (body, fat rules, hole filling).
+  the post-processing (body, fat rules, hole filling);
+* on the three shared COVID-CT-MD studies, what :func:`covidct.lungs.add_infected_lung` puts
+  back into the lung masks, as ``covidct analyze`` runs it: the infected, partly aerated regions
+  outside the masks that touch them, and the aerated lung around them (mL, share aerated, each
+  added region's slices and side), and the segmented infection inside the masks before and after.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from _common import DATA, model_arguments, record
+from scipy import ndimage as ndi
 
 import covidct
 from covidct import lungs
@@ -31,6 +36,36 @@ SCALES = (1.0, 1.5, 2.0)
 
 def _share(part: np.ndarray, whole: np.ndarray) -> float | None:
     return round(float(part.sum() / whole.sum()), 4) if whole.any() else None
+
+
+def infected_lung_put_back(model) -> dict[str, dict]:
+    """Per shared study: what :func:`covidct.lungs.add_infected_lung` adds to the lung masks."""
+    rows = {}
+    for folder, study in (("COVID", "P001"), ("CAP", "cap001"), ("Normal", "normal001")):
+        volume = covidct.load(DATA / "covid_ct_md" / folder / study)
+        masks = lungs.segment_lungs(volume, model=model)
+        lesions = covidct.segment_infection(volume, masks, inside_lungs=False)
+        grown = lungs.add_infected_lung(masks, lesions, volume)
+        added = (grown.labels > 0) & (masks.labels == 0)
+        ml = volume.voxel_volume_ml
+        regions, n = ndi.label(added)
+        listed = []
+        for k in range(1, n + 1):
+            region = regions == k
+            if region.sum() * ml >= 1.0:
+                z = np.flatnonzero(region.any(axis=(1, 2)))
+                side = "right" if np.median(grown.labels[region]) == lungs.RIGHT else "left"
+                listed.append({"ml": round(float(region.sum() * ml), 1), "slices": [int(z[0]), int(z[-1])], "side": side})
+        rows[study] = {
+            "lungs_ml": [round(masks.volume_ml["total"], 1), round(grown.volume_ml["total"], 1)],
+            "added_ml": round(float(added.sum() * ml), 1),
+            "added_aerated_share": _share(added & (volume.array < lungs.AERATED_HU), added),
+            "removed_voxels": int(((masks.labels > 0) & (grown.labels == 0)).sum()),
+            "added_regions_over_1_ml": listed,
+            "infection_inside_ml": [round(float(((lesions > 0) & (m.labels > 0)).sum() * ml), 1) for m in (masks, grown)],
+        }
+        print(study, rows[study], flush=True)
+    return rows
 
 
 def main() -> None:
@@ -77,6 +112,7 @@ def main() -> None:
         "zenodo20_val_infection_inside": zenodo,
         "medseg_inside": medseg,
         "normal001_inserted_inside": inserted,
+        "infected_lung_put_back": infected_lung_put_back(model),
     })
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
@@ -68,6 +70,50 @@ def test_aerated_lung_the_model_mostly_covers_is_added_but_not_the_trachea(small
     assert added[lung_air].mean() > 0.99
     trachea = (ph.lungs == 0) & (hu < -900) & body
     assert trachea[k].any() and not added[trachea].any()
+
+
+def _right_lung_cut_off(ph):
+    """The phantom with an airless band across its right lung: the lateral third becomes an
+    aerated region of its own, and lung masks that miss it and the band."""
+    hu = ph.volume.array.copy()
+    right = ph.lungs == 1
+    cols = np.flatnonzero(right.any(axis=(0, 1)))
+    x = np.arange(hu.shape[2])[None, None, :]
+    wall_col = cols.min() + (cols.max() - cols.min()) // 3
+    band = right & (x >= wall_col) & (x <= wall_col + 1)
+    lateral = right & (x < wall_col)
+    hu[band] = 40  # soft tissue
+    volume = replace(ph.volume, array=hu)
+    body = lungs.body_mask(hu)
+    labels = lungs.clean_lungs((ph.lungs > 0) & ~band & ~lateral, volume.spacing_mm, body)
+    masks = lungs.LungMasks(labels=labels, volume_ml=lungs.lung_volumes_ml(labels, volume.spacing_mm))
+    return volume, masks, band, lateral
+
+
+def test_infected_aerated_lung_the_masks_left_out_is_put_back(small_phantom):
+    volume, masks, band, lateral = _right_lung_cut_off(small_phantom)
+    assert (masks.labels[lateral | band] == 0).all()
+    lesions = np.zeros(volume.shape, np.uint8)
+    lesions[band] = 2  # consolidation across the band ...
+    next_to_band = lateral & ~np.roll(lateral, 2, axis=2)  # ... and ground-glass in the 2 columns beside it
+    lesions[next_to_band] = 1
+    grown = lungs.add_infected_lung(masks, lesions, volume)
+    assert (grown.labels[band | lateral] == lungs.RIGHT).all()  # the band, and the aerated rest behind it
+    np.testing.assert_array_equal(grown.labels == lungs.LEFT, masks.labels == lungs.LEFT)
+    assert grown.volume_ml["right"] > masks.volume_ml["right"]
+    assert grown.volume_ml["left"] == masks.volume_ml["left"]
+
+
+def test_airless_or_detached_lesions_and_pictures_leave_the_lungs_as_they_are(small_phantom):
+    volume, masks, band, lateral = _right_lung_cut_off(small_phantom)
+    airless = np.where(band, 2, 0).astype(np.uint8)  # touches the lungs, but no air: fluid or soft tissue
+    assert lungs.add_infected_lung(masks, airless, volume) is masks
+    detached = np.where(lateral, 1, 0).astype(np.uint8)  # aerated, but the band keeps it off the lungs
+    assert lungs.add_infected_lung(masks, detached, volume) is masks
+    both = airless | detached
+    picture = replace(volume, is_hu=False)
+    assert lungs.add_infected_lung(masks, both, picture) is masks
+    assert lungs.add_infected_lung(masks, both, volume) is not masks
 
 
 def test_airless_fat_is_dropped_but_not_consolidation_or_lung():
@@ -165,3 +211,21 @@ def test_shipped_model_on_real_hu_studies(shared_data, study):
     cols_r = np.argwhere(result.labels == 1)[:, 2].mean()
     cols_l = np.argwhere(result.labels == 2)[:, 2].mean()
     assert cols_r < cols_l
+
+
+@pytest.mark.parametrize("study", ["CAP/cap001", "Normal/normal001"])
+def test_infected_lung_put_back_on_real_studies(shared_data, study):
+    from covidct.infection import segment_infection
+
+    volume = load(shared_data / "covid_ct_md" / study)
+    masks = lungs.segment_lungs(volume)
+    grown = lungs.add_infected_lung(masks, segment_infection(volume, masks, inside_lungs=False), volume)
+    if study.startswith("Normal"):
+        assert grown is masks  # nothing infected outside the lungs to put back
+        return
+    added = (grown.labels > 0) & (masks.labels == 0)
+    assert not ((masks.labels > 0) & (grown.labels == 0)).any()
+    # cap001: 111 mL of nodular pneumonia and the aerated lung around it at the left base and in
+    # the right lower lobe (benchmarks/README.md, "Lesions must stay lung"), most of it aerated.
+    assert 50 < added.sum() * volume.voxel_volume_ml < 300
+    assert np.mean(volume.array[added] < lungs.AERATED_HU) > 0.7

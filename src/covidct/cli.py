@@ -531,7 +531,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg = sub.add_parser(
         "segment",
         help="segment the right and left lung; write the mask as NIfTI",
-        description="Segment the lungs (1 right, 2 left) and write the mask in the input's geometry.",
+        description="Segment the lungs (1 right, 2 left) and write the mask in the input's geometry. This runs "
+        "the lung model alone; `covidct analyze` also puts back infected, partly aerated lung the lung model "
+        "left out (covidct.lungs.add_infected_lung), so its lung masks can be larger.",
     )
     seg.add_argument("path", help="DICOM folder or file, .nii/.nii.gz, or a PNG/JPEG/TIFF slice")
     seg.add_argument("-o", "--output", required=True, help="output mask, .nii or .nii.gz")

@@ -97,6 +97,7 @@ def segment_infection(
     lungs: LungMasks | None = None,
     model: model_weights.LoadedModel | None = None,
     batch_size: int = 16,
+    inside_lungs: bool = True,
 ) -> np.ndarray:
     """Ground-glass and consolidation in every lung slice of a volume.
 
@@ -111,11 +112,16 @@ def segment_infection(
         Defaults to the shipped ``infection`` weights.
     batch_size : int
         Slices per forward pass (memory stays bounded by one batch).
+    inside_lungs : bool
+        For CT in HU, keep only what lies inside ``lungs`` (the default). With False the labels
+        cover the whole crop around the lungs on the lung slices, for
+        :func:`covidct.lungs.add_infected_lung` to find infected lung the lung masks left out.
 
     Returns
     -------
     (z, y, x) uint8: 0 none, 1 ground-glass, 2 consolidation. For CT in HU, 0 outside the lungs
-    and on slices without lung; a 2-D picture is segmented whole (see the module docstring).
+    (with ``inside_lungs``) and on slices without lung; a 2-D picture is segmented whole (see the
+    module docstring).
     Predicted with the test-time flip (:data:`TEST_TIME_FLIP`).
     """
     model = model or load_infection_model()
@@ -131,7 +137,7 @@ def segment_infection(
         x = model_input(volume.array[idx], volume.is_hu, box)
         prob = predict_probabilities(model.model, x, batch_size, flip=TEST_TIME_FLIP)
         out[idx] = labels_in_slices(prob, box, volume.shape[1:])
-        if volume.is_hu:
+        if volume.is_hu and inside_lungs:
             out[idx] *= lungs.labels[idx] > 0
     return out
 

@@ -23,6 +23,9 @@ model calls neck and abdominal fat lung on slices beyond the lungs). Then (:func
 component and the second largest when it is at least a tenth of the first (two separate lungs);
 fill enclosed holes up to 10 cm² slice by slice (vessels, consolidation); split into right (1)
 and left (2) lung in patient coordinates.
+
+:func:`add_infected_lung` runs later, in ``covidct analyze``: it puts back infected, partly
+aerated lung that the lung model left out and the infection model found.
 """
 
 from __future__ import annotations
@@ -57,6 +60,9 @@ MAX_HOLE_MM2 = 1000.0
 AERATED_HU = -400.0
 #: An aerated region joins the lungs when the model already covers this fraction of it.
 MIN_COVERED_FRACTION = 0.25
+#: An infected region the lung model left out joins the lungs when it touches them and at least
+#: this fraction of it is aerated (:func:`add_infected_lung`); pleural fluid and soft tissue are not.
+MIN_LESION_AERATED_FRACTION = 0.25
 #: Adipose tissue in HU (the range body-composition studies use): a predicted region whose median
 #: lies here and which is nearly airless is not lung.
 FAT_HU = (-190.0, -30.0)
@@ -451,6 +457,74 @@ def segment_lungs(volume: Volume, model: model_weights.LoadedModel | None = None
         volume_ml=lung_volumes_ml(labels, volume.spacing_mm),
         model={"name": model.name, "sha256": model.sha256},
     )
+
+
+def _padded_box(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """The bounding box of a mask, one voxel wider on every side (within the array); None when empty."""
+    box = []
+    for axis in range(mask.ndim):
+        hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        if not len(hits):
+            return None
+        box.append(slice(max(hits[0] - 1, 0), min(hits[-1] + 2, mask.shape[axis])))
+    return tuple(box)
+
+
+def add_infected_lung(masks: LungMasks, lesions: np.ndarray, volume: Volume) -> LungMasks:
+    """The lungs with the infected lung the lung model left out put back.
+
+    A 2-D lung model trained on 13 COVID-19 studies leaves out parts of a lung that look unlike
+    its training slices: on cap001 (the shared CAP study) whole regions of nodular, partly
+    aerated pneumonia at the bases and a right lower lobe region (benchmarks/README.md, "Lesions
+    must stay lung"). The infection model, which sees the whole crop around the lungs, calls
+    them infection. Each connected region of ``lesions`` outside the lungs that touches them and
+    of which at least :data:`MIN_LESION_AERATED_FRACTION` is aerated (below :data:`AERATED_HU`)
+    joins them; then the aerated regions that the grown mask mostly covers
+    (:func:`add_aerated_lung`), and :func:`clean_lungs` labels right and left again. Airless
+    regions (pleural effusion, soft tissue at the hila, and dense consolidation alike) are not
+    added: HU cannot tell them apart.
+
+    Parameters
+    ----------
+    masks : LungMasks
+        From :func:`segment_lungs` on ``volume``.
+    lesions : (z, y, x) uint8
+        Infection labels not restricted to the lungs
+        (``covidct.segment_infection(volume, masks, inside_lungs=False)``).
+    volume : Volume
+        The CT; a volume not in HU (a 2-D picture) is returned as it is.
+
+    Returns
+    -------
+    LungMasks, the same object when nothing is added.
+    """
+    if not volume.is_hu:
+        return masks
+    lung = masks.labels > 0
+    outside = (lesions > 0) & ~lung
+    box = _padded_box(outside)
+    if box is None:
+        return masks
+    regions, n = ndi.label(outside[box])  # the lesions' box (one voxel wider) is all that can change
+    touching = np.unique(regions[ndi.binary_dilation(lung[box]) & outside[box]])
+    in_region = regions > 0
+    ids = regions[in_region]
+    size = np.bincount(ids, minlength=n + 1)
+    aerated = np.bincount(ids[volume.array[box][in_region] < AERATED_HU], minlength=n + 1)
+    join = np.zeros(n + 1, dtype=bool)
+    join[touching] = True
+    join &= aerated >= MIN_LESION_AERATED_FRACTION * size
+    join[0] = False
+    if not join.any():
+        return masks
+    grown = lung.copy()
+    grown[box] |= join[regions]
+    hu = volume.array
+    body = body_mask(hu)
+    changed = box[0].start + np.flatnonzero(join[regions].any(axis=(1, 2)))  # slices that gained lung
+    grown[changed] = add_aerated_lung(grown[changed], hu[changed], body[changed])
+    labels = clean_lungs(grown, volume.spacing_mm, body)
+    return LungMasks(labels=labels, volume_ml=lung_volumes_ml(labels, volume.spacing_mm), model=dict(masks.model))
 
 
 def load_lung_model(name_or_path: str = "lungs") -> model_weights.LoadedModel:

@@ -1,5 +1,5 @@
-"""The pipeline: lungs -> slice probabilities -> localization -> case results, and the typed
-infection segmentation beside them, on one CT.
+"""The pipeline: lungs -> typed infection segmentation (which puts infected lung the lung masks
+left out back into them) -> slice probabilities -> localization -> case results, on one CT.
 
 :func:`analyze` chains the stages in the order of the data flow and returns one
 :class:`Analysis`; it reads and writes nothing (``covidct.report`` turns an Analysis into files).
@@ -27,9 +27,11 @@ LOCALIZATION_CAVEAT = (
     "and drawn only on slices called abnormal; do not read them as lesion outlines or lesion volume (the "
     "segmented ground-glass and consolidation volumes are the finer measure)"
 )
-#: Stages timed (report.json ``timing_s``); "localize" includes the case decision and Corona
-#: score, "infection" the segmentation and its volumes.
-STAGES = ("lungs", "classify", "localize", "infection")
+#: Stages timed (report.json ``timing_s``), in the order they run. "infection" includes putting
+#: the infected lung the lung masks left out back into them (:func:`covidct.lungs.add_infected_lung`),
+#: which is why it runs before the stages that read the masks; "localize" includes the case
+#: decision and Corona score.
+STAGES = ("lungs", "infection", "classify", "localize")
 
 
 @dataclass(frozen=True, eq=False)
@@ -109,6 +111,16 @@ def analyze(
         warnings.append("no lung found: every slice is reported normal")
 
     start = time.perf_counter()
+    infection_model = infection_model or infection.load_infection_model()
+    lesions = infection.segment_infection(volume, masks, infection_model, inside_lungs=False)
+    masks = lungs.add_infected_lung(masks, lesions, volume)
+    if volume.is_hu:
+        lesions[masks.labels == 0] = 0
+    typed = case.typed_involvement(lesions, masks.labels, volume.spacing_mm)
+    timing["infection"] = time.perf_counter() - start
+    done("infection")
+
+    start = time.perf_counter()
     classifier = classifier or classify.load_classifier()
     probabilities = classify.classify_slices(volume, masks, classifier)
     timing["classify"] = time.perf_counter() - start
@@ -127,13 +139,6 @@ def analyze(
     involved = case.involvement(maps >= case.MAP_THRESHOLD, masks.labels, volume.spacing_mm)
     timing["localize"] = time.perf_counter() - start
     done("localize")
-
-    start = time.perf_counter()
-    infection_model = infection_model or infection.load_infection_model()
-    lesions = infection.segment_infection(volume, masks, infection_model)
-    typed = case.typed_involvement(lesions, masks.labels, volume.spacing_mm)
-    timing["infection"] = time.perf_counter() - start
-    done("infection")
 
     return Analysis(
         volume=volume,
