@@ -10,9 +10,14 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import torch
+
+from covidct.infection import load_infection_model
+from covidct.train.data import TypedSlice
+from covidct.train.infection import medseg_folds, split_medseg
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("COVIDCT_DATA", ROOT.parent / "shared" / "data"))
@@ -105,3 +110,11 @@ def unused_folds(n_folds: int, k: int, train_folds: int) -> list[int]:
     ``train_folds`` is ``n_folds - 1``."""
     used = {(k + j) % n_folds for j in range(train_folds + 1)}
     return [i for i in range(n_folds) if i not in used]
+
+
+def kept_fold_models(folder: Path, medseg: list[TypedSlice], n_folds: int = 5) -> Iterator[tuple[int, torch.nn.Module, list[TypedSlice]]]:
+    """Each fold model (0-based fold ``k``) that ``python benchmarks/infection_cv.py --keep FOLDER``
+    kept, with the MedSeg slices it validates."""
+    for k, (val, guard) in enumerate(medseg_folds([s.name for s in medseg], n_folds)):
+        model = load_infection_model(str(Path(folder) / f"infection_fold{k + 1}.json")).model
+        yield k, model, split_medseg(medseg, val, guard)[1]

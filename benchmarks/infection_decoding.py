@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import DATA, record
+from _common import DATA, kept_fold_models, record
 from torch.nn import functional as F
 
 from covidct import classify, infection
@@ -79,14 +79,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     medseg = load_medseg(DATA)
-    folds = train_infection.medseg_folds([s.name for s in medseg], args.folds)
     result = {}
     for folder in args.dirs:
         shipped, bilinear = {}, {}
-        by_offset: dict[tuple, list[dict]] = {b: [{} for _ in folds] for b in OFFSETS}
-        for k, (val, guard) in enumerate(folds):
-            model = infection.load_infection_model(str(folder / f"infection_fold{k + 1}.json")).model
-            _, slices = train_infection.split_medseg(medseg, val, guard)
+        by_offset: dict[tuple, list[dict]] = {b: [{} for _ in range(args.folds)] for b in OFFSETS}
+        for k, model, slices in kept_fold_models(folder, medseg, args.folds):
             for item in slices:
                 box = train_infection.medseg_box(item)
                 prob = train_infection.picture_probabilities(model, item.image[None], box, flip=True)
@@ -100,7 +97,7 @@ def main() -> None:
                     by_offset[b][k][item.name] = train_infection.class_counts(
                         infection.labels_in_slices(shifted, box, item.mask.shape)[0], item.mask)
         nested, chosen = {}, []
-        for k in range(len(folds)):
+        for k in range(args.folds):
             def others(b: tuple, k: int = k) -> dict:
                 return {name: c for j, fold in enumerate(by_offset[b]) if j != k for name, c in fold.items()}
             best = max(OFFSETS, key=lambda b: float(np.mean(list(per_image(others(b)).values()))))

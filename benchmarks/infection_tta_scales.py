@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from _common import DATA, record
+from _common import DATA, kept_fold_models, record
 from torch.nn import functional as F
 
 from covidct import infection
@@ -61,13 +61,10 @@ def main() -> None:
         parser.error("--sizes must be multiples of 16")
     torch.set_num_threads(2)
     medseg = load_medseg(DATA)
-    folds = train_infection.medseg_folds([s.name for s in medseg], args.folds)
     result = {}
     for folder in args.dirs:
         plain, scaled = {}, {}
-        for k, (val, guard) in enumerate(folds, 1):
-            model = infection.load_infection_model(str(folder / f"infection_fold{k}.json")).model
-            _, slices = train_infection.split_medseg(medseg, val, guard)
+        for _, model, slices in kept_fold_models(folder, medseg, args.folds):
             plain.update(train_infection.medseg_counts(model, slices, flip=True))
             scaled.update(counts(model, slices, args.sizes))
         a, b = train_infection.summarize_medseg(plain), train_infection.summarize_medseg(scaled)
