@@ -474,9 +474,9 @@ def add_infected_lung(masks: LungMasks, lesions: np.ndarray, volume: Volume) -> 
     """The lungs with the infected lung the lung model left out put back.
 
     A 2-D lung model trained on 13 COVID-19 studies leaves out parts of a lung that look unlike
-    its training slices: on cap001 (the shared CAP study) whole regions of nodular, partly
-    aerated pneumonia at the bases and a right lower lobe region (benchmarks/README.md, "Lesions
-    must stay lung"). The infection model, which sees the whole crop around the lungs, calls
+    its training slices: on cap001 (the shared CAP study) 111 mL of nodular, partly aerated
+    pneumonia at the left base, in a region of the right lung and at the right apex
+    (benchmarks/README.md, "Lesions must stay lung"). The infection model, which sees the whole crop around the lungs, calls
     them infection. Each connected region of ``lesions`` outside the lungs that touches them and
     of which at least :data:`MIN_LESION_AERATED_FRACTION` is aerated (below :data:`AERATED_HU`)
     joins them; then the aerated regions that the grown mask mostly covers
