@@ -24,6 +24,19 @@ def test_segmentation_is_typed_and_stays_inside_the_lungs(small_phantom, model):
     assert not out[small_phantom.lungs == 0].any()
 
 
+def test_outside_the_lungs_only_on_request_and_otherwise_the_same(small_phantom, model):
+    carved = np.where(small_phantom.infection > 0, 0, small_phantom.lungs)  # masks that left the lesions out
+    masks = LungMasks(labels=carved, volume_ml={})
+    inside = infection.segment_infection(small_phantom.volume, masks, model)
+    whole = infection.segment_infection(small_phantom.volume, masks, model, inside_lungs=False)
+    np.testing.assert_array_equal(inside, whole * (carved > 0))
+    assert (whole[(small_phantom.infection > 0) & (carved == 0)] > 0).mean() > 0.5  # found where the masks are not
+    y0, y1, x0, x1 = classify.lung_box(masks.footprint)  # the crop the model saw, and no further
+    beyond = np.ones(whole.shape[1:], bool)
+    beyond[max(y0, 0) : y1, max(x0, 0) : x1] = False
+    assert not whole[:, beyond].any()
+
+
 def test_no_lung_no_infection(small_phantom, model):
     empty = LungMasks(labels=np.zeros_like(small_phantom.lungs), volume_ml={})
     assert not infection.segment_infection(small_phantom.volume, empty, model).any()
