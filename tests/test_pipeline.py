@@ -126,3 +126,14 @@ def test_on_a_normal_ct_the_maps_lie_on_the_inserted_lesions(inserted):
         in_lungs = a.lungs.labels > 0
         lesion_fraction = float((lesion & in_lungs).sum() / in_lungs.sum())
         assert share >= 2 * lesion_fraction, (share, lesion_fraction)
+
+
+def test_infected_lung_the_lung_model_left_out_is_counted_and_said(shared_data):
+    from covidct.io import load
+
+    a = analyze(load(shared_data / "covid_ct_md" / "CAP" / "cap001"))
+    said = [w for w in a.warnings if "left out" in w]
+    assert len(said) == 1, a.warnings
+    added_ml = float(said[0].split(" mL ")[0].split()[-1])
+    assert 80 < added_ml < 150, said  # 111 mL (benchmarks/README.md, "Lesions must stay lung")
+    assert not a.infection[a.lungs.labels == 0].any()  # the infection counted is the grown lungs'

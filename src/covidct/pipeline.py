@@ -113,7 +113,12 @@ def analyze(
     start = time.perf_counter()
     infection_model = infection_model or infection.load_infection_model()
     lesions = infection.segment_infection(volume, masks, infection_model, inside_lungs=False)
-    masks = lungs.add_infected_lung(masks, lesions, volume)
+    grown = lungs.add_infected_lung(masks, lesions, volume)
+    if grown is not masks:
+        added_ml = grown.volume_ml["total"] - masks.volume_ml["total"]
+        warnings.append(f"the lung masks include {added_ml:.0f} mL of infected, partly aerated lung that the lung "
+                        "model left out and the infection model found (covidct.lungs.add_infected_lung)")
+    masks = grown
     if volume.is_hu:
         lesions[masks.labels == 0] = 0
     typed = case.typed_involvement(lesions, masks.labels, volume.spacing_mm)
