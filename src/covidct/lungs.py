@@ -257,12 +257,16 @@ def _two_largest(mask: np.ndarray, min_fraction: float = SECOND_LUNG_FRACTION) -
     return lab == first, lab == second
 
 
-def _mask_box(plane: np.ndarray) -> tuple[slice, slice] | None:
-    """The bounding box of a 2-D mask as a pair of slices, None when it is empty."""
-    rows, cols = np.flatnonzero(plane.any(axis=1)), np.flatnonzero(plane.any(axis=0))
-    if not len(rows):
-        return None
-    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+def _mask_box(mask: np.ndarray, pad: int = 0) -> tuple[slice, ...] | None:
+    """The bounding box of a mask as one slice per axis, ``pad`` voxels wider on every side
+    (within the array); None when it is empty."""
+    box = []
+    for axis in range(mask.ndim):
+        hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        if not len(hits):
+            return None
+        box.append(slice(max(hits[0] - pad, 0), min(hits[-1] + 1 + pad, mask.shape[axis])))
+    return tuple(box)
 
 
 def fill_small_holes(mask: np.ndarray, max_area_px: float) -> np.ndarray:
@@ -459,17 +463,6 @@ def segment_lungs(volume: Volume, model: model_weights.LoadedModel | None = None
     )
 
 
-def _padded_box(mask: np.ndarray) -> tuple[slice, ...] | None:
-    """The bounding box of a mask, one voxel wider on every side (within the array); None when empty."""
-    box = []
-    for axis in range(mask.ndim):
-        hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
-        if not len(hits):
-            return None
-        box.append(slice(max(hits[0] - 1, 0), min(hits[-1] + 2, mask.shape[axis])))
-    return tuple(box)
-
-
 def add_infected_lung(masks: LungMasks, lesions: np.ndarray, volume: Volume) -> LungMasks:
     """The lungs with the infected lung the lung model left out put back.
 
@@ -502,7 +495,7 @@ def add_infected_lung(masks: LungMasks, lesions: np.ndarray, volume: Volume) -> 
         return masks
     lung = masks.labels > 0
     outside = (lesions > 0) & ~lung
-    box = _padded_box(outside)
+    box = _mask_box(outside, pad=1)
     if box is None:
         return masks
     regions, n = ndi.label(outside[box])  # the lesions' box (one voxel wider) is all that can change
@@ -517,11 +510,12 @@ def add_infected_lung(masks: LungMasks, lesions: np.ndarray, volume: Volume) -> 
     join[0] = False
     if not join.any():
         return masks
+    joined = join[regions]
     grown = lung.copy()
-    grown[box] |= join[regions]
+    grown[box] |= joined
     hu = volume.array
     body = body_mask(hu)
-    changed = box[0].start + np.flatnonzero(join[regions].any(axis=(1, 2)))  # slices that gained lung
+    changed = box[0].start + np.flatnonzero(joined.any(axis=(1, 2)))  # slices that gained lung
     grown[changed] = add_aerated_lung(grown[changed], hu[changed], body[changed])
     labels = clean_lungs(grown, volume.spacing_mm, body)
     return LungMasks(labels=labels, volume_ml=lung_volumes_ml(labels, volume.spacing_mm), model=dict(masks.model))
