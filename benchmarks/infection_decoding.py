@@ -56,11 +56,7 @@ def truth_through_the_grid(medseg: list) -> dict[str, dict[str, float]]:
         on_grid = train_infection.label_input(item.mask[None], box)  # nearest, as training sees them
         nearest[item.name] = train_infection.class_counts(
             classify.uncrop(on_grid.to(torch.uint8), box, item.mask.shape, "nearest-exact")[0], item.mask)
-        y0, y1, x0, x1 = box
-        height, width = item.mask.shape
-        cropped = np.zeros((y1 - y0, x1 - x0), dtype=np.int64)  # the crop of classify.crop, 0 outside
-        sy0, sy1, sx0, sx1 = max(y0, 0), min(y1, height), max(x0, 0), min(x1, width)
-        cropped[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = item.mask[sy0:sy1, sx0:sx1]
+        cropped = train_infection.crop_labels(item.mask[None], box)[0].astype(np.int64)
         one_hot = F.one_hot(torch.from_numpy(cropped), 3).permute(2, 0, 1)[None].float()
         averaged = F.interpolate(one_hot, size=on_grid.shape[-2:], mode="area")
         smooth[item.name] = train_infection.class_counts(bilinear_labels(averaged, box, item.mask.shape)[0], item.mask)

@@ -65,16 +65,23 @@ INIT_FROM_LUNGS = "lungs"
 WIDTHS: dict[str, list[int]] = {"compact": [8, 16, 32, 64, 128], "wide": [16, 32, 64, 128, 256]}
 
 
-def label_input(labels: np.ndarray, box: classify.Box) -> torch.Tensor:
-    """(n, y, x) integer labels cropped like :func:`covidct.classify.crop` (0 outside the image)
-    and resized to 256 x 256 by nearest neighbour: (n, 256, 256) int64."""
+def crop_labels(labels: np.ndarray, box: classify.Box) -> np.ndarray:
+    """(n, y, x) integer labels cut out like :func:`covidct.classify.crop`, but 0 outside the
+    image (not each slice's minimum); dtype kept."""
     y0, y1, x0, x1 = box
     n, height, width = labels.shape
-    out = np.zeros((n, y1 - y0, x1 - x0), dtype=np.float32)
+    out = np.zeros((n, y1 - y0, x1 - x0), dtype=labels.dtype)
     sy0, sy1, sx0, sx1 = max(y0, 0), min(y1, height), max(x0, 0), min(x1, width)
     out[:, sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = labels[:, sy0:sy1, sx0:sx1]
+    return out
+
+
+def label_input(labels: np.ndarray, box: classify.Box) -> torch.Tensor:
+    """(n, y, x) integer labels cropped by :func:`crop_labels` and resized to 256 x 256 by
+    nearest neighbour: (n, 256, 256) int64."""
+    out = torch.from_numpy(crop_labels(labels, box).astype(np.float32))
     size = (infection.INPUT_SIZE, infection.INPUT_SIZE)
-    return F.interpolate(torch.from_numpy(out)[:, None], size=size, mode="nearest")[:, 0].long()
+    return F.interpolate(out[:, None], size=size, mode="nearest")[:, 0].long()
 
 
 def zenodo_box(case: SliceCase) -> classify.Box:
