@@ -11,13 +11,12 @@ import sys
 import time
 from pathlib import Path
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from covidct.infection import load_infection_model
-from covidct.train.data import TypedSlice
-from covidct.train.infection import medseg_folds, split_medseg
+if TYPE_CHECKING:
+    from covidct.train.data import TypedSlice
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("COVIDCT_DATA", ROOT.parent / "shared" / "data"))
@@ -115,6 +114,9 @@ def unused_folds(n_folds: int, k: int, train_folds: int) -> list[int]:
 def kept_fold_models(folder: Path, medseg: list[TypedSlice], n_folds: int = 5) -> Iterator[tuple[int, torch.nn.Module, list[TypedSlice]]]:
     """Each fold model (0-based fold ``k``) that ``python benchmarks/infection_cv.py --keep FOLDER``
     kept, with the MedSeg slices it validates."""
+    from covidct.infection import load_infection_model  # here, not at the top: most benchmarks never train
+    from covidct.train.infection import medseg_folds, split_medseg
+
     for k, (val, guard) in enumerate(medseg_folds([s.name for s in medseg], n_folds)):
         model = load_infection_model(str(Path(folder) / f"infection_fold{k + 1}.json")).model
         yield k, model, split_medseg(medseg, val, guard)[1]
