@@ -23,6 +23,10 @@ DATA = Path(os.environ.get("COVIDCT_DATA", ROOT.parent / "shared" / "data"))
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+#: The shared COVID-CT-MD studies, one per class: (folder under covid_ct_md/, study).
+SHARED_STUDIES = (("COVID", "P001"), ("CAP", "cap001"), ("Normal", "normal001"))
+
+
 def machine() -> dict[str, Any]:
     """What the numbers were measured on."""
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")

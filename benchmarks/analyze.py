@@ -15,19 +15,18 @@ import time
 from pathlib import Path
 
 import torch
-from _common import DATA, record
+from _common import DATA, SHARED_STUDIES, record
 
 import covidct
 from covidct.report.outputs import write_report
 
-STUDIES = (("COVID", "P001"), ("CAP", "cap001"), ("Normal", "normal001"))
 
 
 def main() -> None:
     torch.set_num_threads(2)
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for folder, study in STUDIES:
+        for folder, study in SHARED_STUDIES:
             start = time.perf_counter()
             volume = covidct.load(DATA / "covid_ct_md" / folder / study)
             load_s = time.perf_counter() - start

@@ -22,14 +22,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import DATA, record
+from _common import DATA, SHARED_STUDIES, record
 
 import covidct
 from covidct.infection import load_infection_model
 from covidct.train.data import read_slice_labels
 from covidct.train.metrics import roc_auc
 
-STUDIES = (("COVID", "P001"), ("CAP", "cap001"), ("Normal", "normal001"))
 
 
 def main() -> None:
@@ -43,7 +42,7 @@ def main() -> None:
     infection_ml: dict[tuple[str, str], float] = {}  # unrounded, for the ratio
     area: dict[tuple[str, str], np.ndarray] = {}  # segmented pixels per lung slice
     truth: dict[str, np.ndarray] = {}  # radiologists' slice label per lung slice
-    for folder, study in STUDIES:
+    for folder, study in SHARED_STUDIES:
         volume = covidct.load(DATA / "covid_ct_md" / folder / study)
         lungs = covidct.segment_lungs(volume)
         label_file = DATA / "covid_ct_md" / folder / f"{study}_slice_labels.csv"
@@ -57,13 +56,13 @@ def main() -> None:
             infection_ml[card, study] = gg + cons
             rows[card][study] = {"ground_glass_ml": round(gg, 2), "consolidation_ml": round(cons, 2),
                                  "infection_ml": round(gg + cons, 2)}
-    pooled_truth = np.concatenate([truth[study] for _, study in STUDIES])
+    pooled_truth = np.concatenate([truth[study] for _, study in SHARED_STUDIES])
     for card, row in rows.items():
         covid = infection_ml[card, "P001"]
         row["normal001_over_P001"] = round(infection_ml[card, "normal001"] / covid, 4) if covid else None
         row["slice_auc_infected_area"] = {
             **{study: round(roc_auc(area[card, study], truth[study]), 4) for study in ("P001", "cap001")},
-            "pooled": round(roc_auc(np.concatenate([area[card, study] for _, study in STUDIES]), pooled_truth), 4),
+            "pooled": round(roc_auc(np.concatenate([area[card, study] for _, study in SHARED_STUDIES]), pooled_truth), 4),
         }
     names = [Path(card).stem if card.endswith(".json") else card for card in rows]
     if len(set(names)) < len(names):  # the same file name in two folders: keep the folders

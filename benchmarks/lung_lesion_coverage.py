@@ -23,7 +23,7 @@ radiologists' (or the inserted) infection pixels inside the lung mask:
 from __future__ import annotations
 
 import numpy as np
-from _common import DATA, model_arguments, record
+from _common import DATA, SHARED_STUDIES, model_arguments, record
 from scipy import ndimage as ndi
 
 import covidct
@@ -41,7 +41,7 @@ def _share(part: np.ndarray, whole: np.ndarray) -> float | None:
 def infected_lung_put_back(model) -> dict[str, dict]:
     """Per shared study: what :func:`covidct.lungs.add_infected_lung` adds to the lung masks."""
     rows = {}
-    for folder, study in (("COVID", "P001"), ("CAP", "cap001"), ("Normal", "normal001")):
+    for folder, study in SHARED_STUDIES:
         volume = covidct.load(DATA / "covid_ct_md" / folder / study)
         masks = lungs.segment_lungs(volume, model=model)
         lesions = covidct.segment_infection(volume, masks, inside_lungs=False)
